@@ -89,6 +89,20 @@ def test_hvp_is_independent_of_chunk_size():
         assert torch.allclose(hessian_vector_product(model, x, y, v, chunk_size=chunk), whole, atol=1e-13)
 
 
+def test_operator_reuses_its_gradient_graph_exactly():
+    """A kept graph gives the same products as a fresh one, for every vector in turn (a solver's access)."""
+    from losslab.diagnostics.sharpness import _operator
+
+    model, (x, y) = tiny_mlp(), batch()
+    h = full_hessian(model, x, y)
+    op = _operator(model, x, y, None, 512)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        v = torch.randn(38, generator=g, dtype=torch.float64)
+        assert torch.allclose(op(v), h @ v, rtol=1e-10, atol=1e-12)
+    assert "_graph" in op.__dict__
+
+
 # --- agreement with the exact spectrum ----------------------------------------------------------------------
 
 
