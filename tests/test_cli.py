@@ -243,3 +243,27 @@ def test_lmc_between_stored_runs(tmp_path, tiny_spec):
     assert _invoke("lmc", "zzzz", ids[0], "--store", url).exit_code == 2
     bad = _invoke("lmc", ids[0], ids[1], "--store", url, "--metric", "acc")
     assert bad.exit_code == 2 and "--metric" in bad.stderr
+
+
+def test_soup_of_stored_runs(tmp_path, tiny_spec):
+    url = f"sqlite:///{tmp_path}/s.db"
+    assert _invoke("run", tiny_spec, "--store", url).exit_code == 0
+    store = Store(url)
+    ids = sorted(store.find(""))
+    same = [r for r in ids if store.run(r)["config"]["dataset"] == store.run(ids[0])["config"]["dataset"]]
+    res = _invoke("soup", same[0], same[0][:8] + "x", "--store", url)
+    assert res.exit_code == 2
+    res = _invoke("soup", same[0], same[0], "--store", url)
+    assert res.exit_code == 2 and "distinct" in res.stderr
+    res = _invoke("soup", *same[:2], "--store", url, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["val_samples"] + out["held_out_samples"] > 0 and len(out["individual"]) == 2
+    # the greedy soup starts from the best ingredient on the validation part, so it is one of the runs' weights or
+    # a mean that did not lose on validation; every accuracy is a proper fraction
+    assert all(0.0 <= a <= 1.0 for a in [*out["individual"], out["uniform"], out["greedy"]])
+    assert out["greedy_ingredients"][0] in same[:2]
+    # a lone ingredient is that run itself: its held-out accuracy is reproduced exactly
+    if len(out["greedy_ingredients"]) == 1:
+        assert out["greedy"] == out["individual"][same[:2].index(out["greedy_ingredients"][0])]
+    assert _invoke("soup", same[0], "--store", url).exit_code == 2

@@ -279,6 +279,74 @@ def lmc(
         console.print(f"  layer {name}: {b:.4g}")
 
 
+@app.command()
+def soup(
+    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Two or more run ids (or unique prefixes)."),
+    store_url: str = StoreOpt,
+    val_fraction: float = typer.Option(0.5, "--val-fraction", min=0.05, max=0.95,
+                                       help="Share of the test split that ranks and selects ingredients."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the validation/held-out split."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Uniform and greedy model soups of stored runs of one architecture on one dataset [225].
+
+    The test split is divided once (``--val-fraction``, ``--seed``): the greedy
+    soup ranks and accepts ingredients on the validation part, and every model
+    is scored on the other, held-out part.
+    """
+    import torch
+
+    from losslab.diagnostics import greedy_soup, uniform_soup
+    from losslab.engine.objective import load_teacher
+    from losslab.engine.train import build_data
+
+    with user_errors():
+        if len(runs) < 2:
+            raise ValueError(f"Expected at least two runs to average, but got {len(runs)}.")
+        store = _existing_store(store_url)
+        if store is None:
+            raise ValueError(f"no store at {store_url}")
+        stored = [_stored_model(store, r) for r in runs]
+        ids = [rid for rid, _, _ in stored]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"Expected distinct runs, but got {', '.join(ids)}.")
+        first = stored[0][1]
+        for rid, cfg, _ in stored[1:]:
+            for key in ("dataset", "model"):
+                if cfg[key] != first[key]:
+                    raise ValueError(f"Expected runs {ids[0]} and {rid} to share their {key}, but they differ: "
+                                     f"{first[key]} vs {cfg[key]}.")
+        data = build_data(first)
+        models = [load_teacher(state, data, torch.device("cpu"), rid) for rid, _, state in stored]
+        perm = torch.randperm(len(data.y_test), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, min(len(perm) - 1, round(val_fraction * len(perm))))
+        val, held = perm[:n_val], perm[n_val:]
+        states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+        result = greedy_soup(states, data.x_test[val], data.y_test[val], model=models[0])
+        runner = models[0]  # runs every state in turn, so the states are snapshots taken first
+
+        @torch.no_grad()
+        def held_out(state: dict[str, Any]) -> float:
+            runner.load_state_dict(state)
+            return float((runner(data.x_test[held]).argmax(-1) == data.y_test[held]).double().mean())
+
+        individual = [held_out(state) for state in states]
+        out = {"runs": ids, "val_samples": int(n_val), "held_out_samples": int(len(held)),
+               "individual": individual, "uniform": held_out(uniform_soup(states)),
+               "greedy": held_out(result.state_dict), "greedy_ingredients": [ids[i] for i in result.ingredients]}
+    if as_json:
+        print(json.dumps(out))
+        return
+    table = Table(title=f"model soups, accuracy on {out['held_out_samples']} held-out test samples")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    for rid, acc in zip(ids, individual):
+        table.add_row(rid, f"{acc:.4f}")
+    table.add_row("uniform soup", f"{out['uniform']:.4f}")
+    table.add_row(f"greedy soup ({len(result.ingredients)} of {len(ids)})", f"{out['greedy']:.4f}")
+    console.print(table)
+
+
 def _stored_model(store: Store, prefix: str) -> tuple[str, dict[str, Any], bytes]:
     ids = store.find(prefix)
     if len(ids) != 1:
