@@ -69,3 +69,17 @@ def test_registry_rejects_duplicates_and_uncited_entries():
         reg.add(Entry("loss", "x", "f", len, papers=(5,)))
     with pytest.raises(ValueError, match="paper ids or a reference"):
         reg.add(Entry("loss", "y", "f", len))
+
+
+def test_text_and_texts_hypers_validate_and_describe():
+    from losslab.core.registry import Entry, text, texts
+
+    e = Entry("dataset", "t", "x", lambda **k: None, reference="r",
+              hyper={"path": text(doc="file"), "cols": texts(None), "opt": text(None)})
+    got = e.resolve({"path": "a.csv", "cols": "x*"})
+    assert got == {"path": "a.csv", "cols": ["x*"], "opt": None}
+    assert e.resolve({"path": "a", "cols": ["a", "b"]})["cols"] == ["a", "b"]
+    for bad in ({"path": ""}, {"path": 3}, {"path": "a", "cols": []}, {"path": "a", "cols": ["a", 1]}):
+        with pytest.raises(ValueError, match=r"t\.(path|cols)"):
+            e.resolve(bad)
+    assert e.hyper["path"].describe() == "str" and "list" in e.hyper["cols"].describe()

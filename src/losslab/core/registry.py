@@ -41,7 +41,7 @@ CATALOG_MODULES = (
 class Hyper:
     """A hyper-parameter: its type, default and valid range (or choices)."""
 
-    type: str  # "float" | "int" | "bool" | "choice"
+    type: str  # "float" | "int" | "bool" | "choice" | "str" | "strs"
     default: Any
     low: float | None = None
     high: float | None = None
@@ -58,6 +58,16 @@ class Hyper:
             return value
         if self.type == "choice":
             return check_choice(value, name, self.choices or ())
+        if self.type == "str":
+            if not isinstance(value, str) or not value:
+                fail(name, "a non-empty string", repr(value))
+            return value
+        if self.type == "strs":
+            # one string is shorthand for a list of one (a single feature column, a single glob)
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v for v in items):
+                fail(name, "a non-empty string or a non-empty list of non-empty strings", repr(value))
+            return list(items)
         if self.type == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         return check_number(
@@ -71,6 +81,10 @@ class Hyper:
         )
 
     def describe(self) -> str:
+        if self.type == "str":
+            return "str"
+        if self.type == "strs":
+            return "str or list of str"
         if self.type in ("bool", "choice"):
             opts = self.choices if self.type == "choice" else (True, False)
             return f"{self.type} in {{{', '.join(map(str, opts))}}}"
@@ -95,6 +109,16 @@ def flag(default: bool, *, doc: str = "") -> Hyper:
 
 def choice(default: Any, choices: tuple[Any, ...], *, doc: str = "") -> Hyper:
     return Hyper("choice", default, choices=tuple(choices), doc=doc)
+
+
+def text(default: str | None = None, *, doc: str = "") -> Hyper:
+    """A string hyper-parameter (a path, a column name); ``None`` as default makes it optional."""
+    return Hyper("str", default, doc=doc)
+
+
+def texts(default: list[str] | None = None, *, doc: str = "") -> Hyper:
+    """A list of strings (column names, glob patterns); a lone string is accepted as a list of one."""
+    return Hyper("strs", default, doc=doc)
 
 
 @dataclass(frozen=True)
