@@ -267,3 +267,29 @@ def test_soup_of_stored_runs(tmp_path, tiny_spec):
     if len(out["greedy_ingredients"]) == 1:
         assert out["greedy"] == out["individual"][same[:2].index(out["greedy_ingredients"][0])]
     assert _invoke("soup", same[0], "--store", url).exit_code == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": {"name": "embedding_mlp"}}, "model 'embedding_mlp' on dataset 'gaussian_mixture'"),
+    ({"train": {**TINY["train"], "augment": "crop_flip"}}, "train.augment 'crop_flip' needs image inputs"),
+    ({"datasets": [{"name": "gaussian_mixture", "params": {"num_classes": 1}}]}, "num_classes"),
+])
+def test_run_preflight_rejects_data_the_spec_cannot_train_on_and_writes_nothing(tmp_path, change, message):
+    spec = {**copy.deepcopy(TINY), **change}
+    path = write_spec(tmp_path / "bad.yaml", spec)
+    db = tmp_path / "never.db"
+    res = _invoke("run", path, "--store", f"sqlite:///{db}")
+    assert res.exit_code == 2 and message in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and not db.exists()
+
+
+def test_augment_is_absent_from_run_ids_unless_set():
+    from losslab.engine.plan import make_plan
+    from losslab.engine.spec import parse_spec
+
+    plain = make_plan(parse_spec(copy.deepcopy(TINY)))
+    explicit = make_plan(parse_spec({**copy.deepcopy(TINY), "train": {**TINY["train"], "augment": "none"}}))
+    flipped = make_plan(parse_spec({**copy.deepcopy(TINY), "train": {**TINY["train"], "augment": "flip"}}))
+    assert [r.run_id for r in plain] == [r.run_id for r in explicit]
+    assert "augment" not in plain[0].config["train"] and flipped[0].config["train"]["augment"] == "flip"
+    assert not {r.run_id for r in plain} & {r.run_id for r in flipped}

@@ -72,6 +72,8 @@ def run(
 ) -> None:
     """Run every pending run of SPEC and store the results (finished runs are skipped)."""
     from losslab.engine.executor import execute, missing_teachers, pending_runs, teacher_runs
+    from losslab.engine.preflight import preflight
+    from losslab.engine.train import clear_data_cache
 
     with user_errors():
         spec, plan = _plan(spec_path)
@@ -81,6 +83,10 @@ def run(
         if missing:
             raise ValueError(f"teacher run(s) {', '.join(missing)} are not finished in store {store_url}; "
                              "run the spec that trains them first (nothing was written)")
+        # Data and models are checked before the store exists, so a spec that cannot run writes nothing.
+        preflight(pending_runs(plan, existing) if existing is not None else plan)
+        if workers > 1:  # the workers load their own copies; the parent need not hold a large dataset
+            clear_data_cache()
         store = Store(store_url)
         todo = pending_runs(plan, store)
     console.print(f"[bold]{spec.name}[/]: {len(plan)} runs, {len(plan) - len(todo)} already stored, "

@@ -183,6 +183,8 @@ class TrainSpec(_Strict):
     epochs: int = Field(10, ge=1, le=100_000)
     eval_every: int = Field(1, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"
+    # Image augmentation of each training batch (random crop with 4-pixel padding, horizontal flip).
+    augment: Literal["none", "flip", "crop_flip"] = "none"
 
 
 class Spec(_Strict):
@@ -419,8 +421,14 @@ def _check_teachers(spec: Spec, labels: list[str]) -> None:
 
 
 def objective_train(spec: Spec, objective: Objective) -> dict[str, Any]:
-    """The spec's train settings with the objective's overrides, validated as a whole."""
-    return TrainSpec(**{**spec.train.model_dump(), **(objective.train or {})}).model_dump()
+    """The spec's train settings with the objective's overrides, validated as a whole.
+
+    ``augment`` is kept only when set, so runs without augmentation keep the ids they had before it existed.
+    """
+    out = TrainSpec(**{**spec.train.model_dump(), **(objective.train or {})}).model_dump()
+    if out["augment"] == "none":
+        del out["augment"]
+    return out
 
 
 def _check_train_overrides(spec: Spec) -> None:

@@ -110,6 +110,9 @@ class Store:
         self.engine = _make_engine(url, create=create)
         if create:
             self._init_schema()
+        elif not sa.inspect(self.engine).has_table("runs"):
+            # An empty database (a file another tool touched, a fresh server) holds no runs yet.
+            raise StoreMissing(f"store {url} has no losslab tables yet")
 
     # -- writing --------------------------------------------------------------
     def save(self, result: RunResult) -> bool:

@@ -47,6 +47,7 @@ from losslab.metrics import (
 )
 
 EVAL_BATCH = 4096
+AUGMENT_RANK = 3  # augmentations act on images: per-sample shape (C, H, W)
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,6 +74,12 @@ def _conditioned(dataset_json: str, conditions_json: str, seed: int) -> SplitDat
     for cond in conditions:
         data = REGISTRY.get("condition", cond["name"]).obj(data, generator=generator, **cond["params"])
     return data
+
+
+def clear_data_cache() -> None:
+    """Drop the per-process dataset caches (after a preflight in a parent whose workers load their own)."""
+    _conditioned.cache_clear()
+    _dataset.cache_clear()
 
 
 def build_model(config: dict[str, Any], data: SplitData) -> nn.Module:
@@ -250,6 +257,7 @@ def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, 
     if config.get("diagnostics"):
         result.history.append({"epoch": 0, **diagnostics.run(model, epoch=0, step=0, last=False)})
     x = data.x_train.to(device)
+    augment = _augmentation(train.get("augment", "none"), data, config["seed"], device)
     batches = (BagBatches if data.bags is not None else InstanceBatches)(data, train["batch_size"], device)
     order = make_generator(derive_seed(config["seed"], "batches"))
     step, epochs = 0, train["epochs"]
@@ -257,7 +265,7 @@ def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, 
         total, seen = torch.zeros((), device=device), 0
         for idx, targets in batches(order):
             step += 1
-            closure = ObjectiveClosure(objective, model, x[idx], targets, idx, params,
+            closure = ObjectiveClosure(objective, model, augment(x[idx]), targets, idx, params,
                                        epoch=epoch, epochs=epochs, step=step)
             loss = optimizer.step(closure)
             total += loss.detach() * len(idx)
@@ -277,6 +285,19 @@ def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, 
     if (record := diagnostics.record()) is not None:
         result.records.append(record)
     result.checkpoint = checkpoint_bytes(model, config["model"], data)
+
+
+def _augmentation(name: str, data: SplitData, seed: int, device: torch.device) -> Any:
+    """The batch transform of ``train.augment``, drawing from its own stream of the run's seed."""
+    if name == "none":
+        return lambda xb: xb
+    from losslab.data.augment import AUGMENTATIONS
+
+    if len(data.input_shape) != AUGMENT_RANK:
+        raise ValueError(f"train.augment {name!r} needs image inputs (C, H, W), but the samples have shape "
+                         f"{tuple(data.input_shape)}")
+    fn, generator = AUGMENTATIONS[name], make_generator(derive_seed(seed, "augment"), device)
+    return lambda xb: fn(xb, generator)
 
 
 def _final_only(name: str) -> bool:
