@@ -293,3 +293,29 @@ def test_augment_is_absent_from_run_ids_unless_set():
     assert [r.run_id for r in plain] == [r.run_id for r in explicit]
     assert "augment" not in plain[0].config["train"] and flipped[0].config["train"]["augment"] == "flip"
     assert not {r.run_id for r in plain} & {r.run_id for r in flipped}
+
+
+def test_cosine_schedule_with_warmup_follows_its_formula():
+    import math
+
+    import torch
+
+    from losslab.engine.train import LRSchedule
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    s = LRSchedule(opt, {"lr": 0.1, "epochs": 10, "lr_schedule": "cosine", "warmup_epochs": 2}, steps_per_epoch=5)
+    assert [round(s.lr(t), 12) for t in range(3)] == [0.01, 0.02, 0.03]
+    assert s.lr(9) == pytest.approx(0.1) and s.lr(10) == pytest.approx(0.1)  # warm-up ends at the peak
+    assert s.lr(30) == pytest.approx(0.05 * (1 + math.cos(math.pi * 20 / 40)))
+    assert s.lr(50) == pytest.approx(0.0, abs=1e-15)
+    s.at(30)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    flat = LRSchedule(opt, {"lr": 0.1, "epochs": 10}, steps_per_epoch=5)
+    flat.at(3)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # constant without warm-up leaves it alone
+
+
+def test_warmup_must_end_before_training_does(tmp_path):
+    spec = {**copy.deepcopy(TINY), "train": {**TINY["train"], "lr_schedule": "cosine", "warmup_epochs": 3}}
+    res = _invoke("run", write_spec(tmp_path / "w.yaml", spec), "--store", f"sqlite:///{tmp_path}/w.db")
+    assert res.exit_code == 2 and "warmup_epochs" in res.stderr and not (tmp_path / "w.db").exists()

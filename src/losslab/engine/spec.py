@@ -185,6 +185,9 @@ class TrainSpec(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
     # Image augmentation of each training batch (random crop with 4-pixel padding, horizontal flip).
     augment: Literal["none", "flip", "crop_flip"] = "none"
+    # Learning rate over training: constant, or a linear warm-up then cosine decay to zero (per step).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
 
 
 class Spec(_Strict):
@@ -423,12 +426,20 @@ def _check_teachers(spec: Spec, labels: list[str]) -> None:
 def objective_train(spec: Spec, objective: Objective) -> dict[str, Any]:
     """The spec's train settings with the objective's overrides, validated as a whole.
 
-    ``augment`` is kept only when set, so runs without augmentation keep the ids they had before it existed.
+    Settings added after the first release (``augment``, ``lr_schedule``, ``warmup_epochs``) are kept
+    only when set, so runs that do not use them keep the ids they had before they existed.
     """
     out = TrainSpec(**{**spec.train.model_dump(), **(objective.train or {})}).model_dump()
-    if out["augment"] == "none":
-        del out["augment"]
+    for key, default in _LATER_SETTINGS.items():
+        if out[key] == default:
+            del out[key]
+    if out.get("warmup_epochs", 0) >= out["epochs"]:
+        raise SpecError(f"spec error at train.warmup_epochs: must be below epochs ({out['epochs']}), "
+                        f"got {out['warmup_epochs']}")
     return out
+
+
+_LATER_SETTINGS = {"augment": "none", "lr_schedule": "constant", "warmup_epochs": 0}
 
 
 def _check_train_overrides(spec: Spec) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import sys
@@ -189,6 +190,9 @@ class InstanceBatches:
     def __init__(self, data: SplitData, batch_size: int, device: torch.device) -> None:
         self.y, self.batch_size, self.n = data.y_train.to(device), batch_size, len(data.y_train)
 
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
     def __call__(self, order: torch.Generator) -> Iterator[tuple[Tensor, tuple[Tensor, ...]]]:
         for idx in torch.randperm(self.n, generator=order).split(self.batch_size):
             idx = idx.to(self.y.device)
@@ -210,6 +214,9 @@ class BagBatches:
             torch.bincount(bags).tolist())]
         mean_size = len(bags) / len(self.members)
         self.bags_per_batch = max(1, round(batch_size / mean_size))
+
+    def __len__(self) -> int:
+        return -(-len(self.members) // self.bags_per_batch)
 
     def __call__(self, order: torch.Generator) -> Iterator[tuple[Tensor, tuple[Tensor, ...]]]:
         for chunk in torch.randperm(len(self.members), generator=order).split(self.bags_per_batch):
@@ -261,9 +268,11 @@ def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, 
     batches = (BagBatches if data.bags is not None else InstanceBatches)(data, train["batch_size"], device)
     order = make_generator(derive_seed(config["seed"], "batches"))
     step, epochs = 0, train["epochs"]
+    schedule = LRSchedule(optimizer, train, steps_per_epoch=len(batches))
     for epoch in range(1, epochs + 1):
         total, seen = torch.zeros((), device=device), 0
         for idx, targets in batches(order):
+            schedule.at(step)
             step += 1
             closure = ObjectiveClosure(objective, model, augment(x[idx]), targets, idx, params,
                                        epoch=epoch, epochs=epochs, step=step)
@@ -285,6 +294,39 @@ def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, 
     if (record := diagnostics.record()) is not None:
         result.records.append(record)
     result.checkpoint = checkpoint_bytes(model, config["model"], data)
+
+
+class LRSchedule:
+    r"""Sets every parameter group's learning rate before each step.
+
+    ``constant``: :math:`\eta_t = \eta`. ``cosine``: a linear warm-up over the first
+    ``W`` steps, :math:`\eta_t = \eta (t + 1) / W`, then
+    :math:`\eta_t = \tfrac{\eta}{2}\big(1 + \cos(\pi (t - W) / (T - W))\big)` down to 0 at
+    :math:`t = T`, for ``T`` steps in all (``W`` = ``warmup_epochs`` x steps per epoch).
+    Optimizer wrappers share their base optimizer's groups, so this reaches them too.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, train: dict[str, Any], *, steps_per_epoch: int) -> None:
+        self.groups, self.base = optimizer.param_groups, train["lr"]
+        self.kind = train.get("lr_schedule", "constant")
+        self.warmup = train.get("warmup_epochs", 0) * steps_per_epoch
+        self.total = train["epochs"] * steps_per_epoch
+
+    def lr(self, step: int) -> float:
+        if self.kind == "constant" and not self.warmup:
+            return self.base
+        if step < self.warmup:
+            return self.base * (step + 1) / self.warmup
+        if self.kind == "constant":
+            return self.base
+        return 0.5 * self.base * (1.0 + math.cos(math.pi * (step - self.warmup) / (self.total - self.warmup)))
+
+    def at(self, step: int) -> None:
+        if self.kind == "constant" and not self.warmup:
+            return  # leave the optimizer's own value untouched (standalone optimizers may scale it)
+        lr = self.lr(step)
+        for group in self.groups:
+            group["lr"] = lr
 
 
 def _augmentation(name: str, data: SplitData, seed: int, device: torch.device) -> Any:
