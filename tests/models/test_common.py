@@ -17,7 +17,9 @@ NUM_CLASSES = 7
 
 
 def _batch(entry, n=4):
-    """Integer tokens for embedding models, a length-40 float signal otherwise."""
+    """Integer tokens for embedding models, small images for image models, a length-40 float signal otherwise."""
+    if "image" in entry.tags:
+        return (3, 8, 8), torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     if entry.family == "embedding":
         return (2,), torch.randint(0, NUM_CLASSES, (n, 2), generator=torch.Generator().manual_seed(0))
     return (40,), torch.randn(n, 40, generator=torch.Generator().manual_seed(0))
