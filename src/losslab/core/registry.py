@@ -189,6 +189,15 @@ class Registry:
         self._entries[key] = entry
         return entry
 
+    def remove(self, kind: str, name: str) -> Entry | None:
+        """Drop ``(kind, name)`` and return its entry (None if absent).
+
+        For components a user adds at run time and may redefine (datasets passed in
+        from Python); catalog modules never remove each other's entries.
+        """
+        check_choice(kind, "kind", KINDS)
+        return self._entries.pop((kind, name), None)
+
     def get(self, kind: str, name: str) -> Entry:
         check_choice(kind, "kind", KINDS)
         load_all()

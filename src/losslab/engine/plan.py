@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from losslab.engine.fingerprint import dataset_fingerprint
 from losslab.engine.spec import (
     Component,
     Spec,
@@ -50,6 +51,16 @@ def _settings(kind: str, component: Component) -> list[tuple[dict[str, Any], str
     return [({"name": component.name, "params": p}, label) for p, label in resolve_component(kind, component, kind)]
 
 
+def _dataset_settings(spec: Spec) -> list[tuple[dict[str, Any], str]]:
+    """Each dataset setting; data read from user files (or passed from Python) also carries a content fingerprint."""
+    out = []
+    for d in spec.datasets:
+        for cfg, label in _settings("dataset", d):
+            digest = dataset_fingerprint(cfg["name"], cfg["params"])
+            out.append(({**cfg, "fingerprint": digest} if digest else cfg, label))
+    return out
+
+
 def _condition_settings(spec: Spec) -> list[tuple[list[dict[str, Any]], str]]:
     """Each condition item (one component or a chain) expands by the product of its sweeps."""
     out = []
@@ -79,7 +90,7 @@ def make_plan(spec: Spec) -> list[RunSpec]:
             objectives.append(setting)
             trains[setting[1]] = objective_train(spec, o)
     runs: list[RunSpec] = []
-    for dataset, d_label in (s for d in spec.datasets for s in _settings("dataset", d)):
+    for dataset, d_label in _dataset_settings(spec):
         for conditions, c_label in _condition_settings(spec):
             cell: dict[tuple[str, int], RunSpec] = {}
             for objective, o_label in _teachers_first(objectives):

@@ -39,7 +39,7 @@ def preflight(runs: list[RunSpec]) -> None:
         checked.add(key)
         where = f"dataset {ds['name']!r}"
         try:
-            data = _dataset(ds["name"], json.dumps(ds["params"], sort_keys=True))
+            data = _dataset(ds["name"], json.dumps(ds["params"], sort_keys=True), ds.get("fingerprint"))
         except (ValueError, OSError) as exc:
             raise ValueError(f"{where}: {exc}") from None
         _check_model(model, data, where)

@@ -52,7 +52,8 @@ AUGMENT_RANK = 3  # augmentations act on images: per-sample shape (C, H, W)
 
 
 @functools.lru_cache(maxsize=8)
-def _dataset(name: str, params_json: str) -> SplitData:
+def _dataset(name: str, params_json: str, fingerprint: str | None = None) -> SplitData:
+    # `fingerprint` (of user files) only keys the cache: edited data is read again, not served stale
     return REGISTRY.get("dataset", name).obj(**json.loads(params_json))
 
 
@@ -70,7 +71,7 @@ def build_data(config: dict[str, Any]) -> SplitData:
 @functools.lru_cache(maxsize=4)
 def _conditioned(dataset_json: str, conditions_json: str, seed: int) -> SplitData:
     ds, conditions = json.loads(dataset_json), json.loads(conditions_json)
-    data = _dataset(ds["name"], json.dumps(ds["params"], sort_keys=True))
+    data = _dataset(ds["name"], json.dumps(ds["params"], sort_keys=True), ds.get("fingerprint"))
     generator = make_generator(derive_seed(seed, "conditions", ds, conditions))
     for cond in conditions:
         data = REGISTRY.get("condition", cond["name"]).obj(data, generator=generator, **cond["params"])
