@@ -109,8 +109,8 @@ def run(
         done = sum(1 for s in store.statuses(r.run_id for r in plan).values() if s == "done")
         err_console.print(f"interrupted: {done}/{len(plan)} runs stored; run the same command to resume.")
         raise typer.Exit(130) from None
-    console.print(f"done {summary.done}, failed {summary.failed}, already stored by another writer "
-                  f"{summary.skipped}. Store: {store_url}")
+    console.print(f"done {summary.done}, failed {summary.failed}, done by another process {summary.by_others}, "
+                  f"already stored by another writer {summary.skipped}. Store: {store_url}")
     if summary.failed:
         raise typer.Exit(1)
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from losslab.engine.store import RunResult, Store, StoreError
+from losslab.engine.store import SCHEMA_VERSION, RunResult, Store, StoreError
 
 
 def _result(rid="abc", status="done", acc=0.9):
@@ -88,10 +88,12 @@ def test_checkpoint_is_stored_with_the_run_and_a_v1_store_is_upgraded(tmp_path):
     store = Store(url)
     with store.engine.begin() as conn:  # make it look like a store written before checkpoints existed
         conn.execute(sa.text("DROP TABLE checkpoints"))
+        conn.execute(sa.text("DROP TABLE claims"))
         conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
     store = Store(url)
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == "2"
+        version = conn.execute(sa.text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
+    assert version == str(SCHEMA_VERSION) and store.claim_holders() == {}
     result = _result("ck")
     result.checkpoint = b"weights"
     store.save(result)
@@ -100,3 +102,33 @@ def test_checkpoint_is_stored_with_the_run_and_a_v1_store_is_upgraded(tmp_path):
     failed.checkpoint = b"partial"
     store.save(failed)
     assert store.checkpoint("bad") is None  # only a finished run can teach
+
+
+def test_claims_exclude_other_owners_until_the_lease_expires(tmp_path, monkeypatch):
+    import losslab.engine.store as store_mod
+
+    store = Store(f"sqlite:///{tmp_path}/c.db")
+    clock = [1000.0]
+    monkeypatch.setattr(store_mod.time, "time", lambda: clock[0])
+    assert store.claim("r1", "a", 10.0)
+    assert not store.claim("r1", "b", 10.0)  # held
+    assert store.claim("r1", "a", 10.0)  # the owner renews
+    clock[0] += 9.0
+    assert store.renew(["r1", "r2"], "a", 10.0) == 1 and not store.claim("r1", "b", 10.0)
+    clock[0] += 10.5  # a's lease ran out: a killed owner blocks nothing for ever
+    assert store.claim("r1", "b", 10.0) and store.claim_holders()["r1"][0] == "b"
+    assert store.renew(["r1"], "a", 10.0) == 0  # a lost it
+    store.release("r1", "a")  # not a's to release
+    assert store.claim_holders()["r1"][0] == "b"
+    store.release("r1", "b")
+    assert store.claim_holders() == {}
+
+
+def test_a_stored_result_drops_its_claim_and_cannot_be_claimed(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/c.db")
+    assert store.claim("done1", "a", 60.0)
+    store.save(_result("done1"))
+    assert store.claim_holders() == {} and not store.claim("done1", "b", 60.0)
+    assert store.claim("fail1", "a", 60.0)
+    store.save(_result("fail1", status="failed"))
+    assert store.claim("fail1", "b", 60.0)  # a failed run may be retried by anyone

@@ -3,12 +3,22 @@
 Workers only compute; the parent process is the single writer and stores each
 run in one transaction the moment it completes, so an interrupted grid keeps
 every finished run and the next ``losslab run`` does only the rest.
+
+Several ``losslab run`` processes may share a spec and a store: each run is
+claimed in the store before it starts, with a lease the claiming process
+renews while it trains. Others skip a claimed run, wait for its result, and
+take it over only if the lease expires (its owner was killed), so no run is
+trained twice and no dead process blocks one for ever.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -24,7 +34,62 @@ from losslab.engine.train import train_run
 class ExecutionSummary:
     done: int = 0
     failed: int = 0
-    skipped: int = 0  # stored meanwhile by another writer
+    skipped: int = 0  # trained here, but another writer had stored it first (wasted work; leases keep it rare)
+    by_others: int = 0  # claimed and finished by another process while this one waited
+
+
+def lease_seconds() -> float:
+    """How long a claim lasts without renewal (``LOSSLAB_LEASE_SECONDS``, default 120 s)."""
+    raw = os.environ.get("LOSSLAB_LEASE_SECONDS", "120")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"Expected LOSSLAB_LEASE_SECONDS to be a positive number of seconds, but got {raw!r}.")
+    return value
+
+
+class Leases:
+    """This process's claims on runs, renewed by a daemon thread every quarter lease while they train."""
+
+    def __init__(self, store: Store, lease_s: float) -> None:
+        self.store, self.lease_s = store, lease_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.held: set[str] = set()
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="losslab-lease", daemon=True)
+        self._thread.start()
+
+    def claim(self, run_id: str) -> bool:
+        ok = self.store.claim(run_id, self.owner, self.lease_s)
+        if ok:
+            with self._lock:
+                self.held.add(run_id)
+        return ok
+
+    def finished(self, run_id: str) -> None:
+        with self._lock:  # Store.save dropped the claim in the result's transaction
+            self.held.discard(run_id)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            with self._lock:
+                ids = list(self.held)
+            try:
+                self.store.renew(ids, self.owner, self.lease_s)
+            except Exception:  # a busy or briefly unreachable store: the next beat tries again
+                continue
+
+    def close(self) -> None:
+        """Stop renewing and free the runs still held (interrupted), so others need not wait for expiry."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for run_id in list(self.held):
+            try:
+                self.store.release(run_id, self.owner)
+            except Exception:  # the lease then simply expires
+                pass
 
 
 def pending_runs(plan: list[RunSpec], store: Store) -> list[RunSpec]:
@@ -96,17 +161,23 @@ def execute(
     *,
     workers: int = 1,
     on_result: Callable[[RunResult, bool], None] | None = None,
+    lease_s: float | None = None,
 ) -> ExecutionSummary:
     """Train ``runs`` with a local process pool (in-process for one worker) and store each result.
 
     A student starts only after its teachers are stored (their weights travel
     with the task); workers only compute, the parent is the single writer.
+    A run claimed by another process is waited for, and taken over when its
+    lease (``lease_s``, default :func:`lease_seconds`) expires.
     """
     summary = ExecutionSummary()
     schedule = _Schedule(runs, store)
+    leases = Leases(store, lease_s if lease_s is not None else lease_seconds())
+    elsewhere: list[RunSpec] = []  # ready, but claimed by another process
 
     def record(result: RunResult) -> None:
         stored = store.save(result)
+        leases.finished(result.run_id)
         schedule.finished(result)
         if not stored:
             summary.skipped += 1
@@ -123,22 +194,73 @@ def execute(
             record(result)
         return ready
 
-    if workers <= 1 or len(runs) <= 1:
-        while ready := take():
-            for run, states in ready:
-                record(_work(run, states))
+    def settle_elsewhere() -> list[tuple[RunSpec, dict[str, bytes]]]:
+        """With no local work left: wait for runs other processes hold, taking over any whose lease expired.
+
+        Returns runs this process has claimed (or new, unclaimed ready runs); empty when everything is settled.
+        """
+        while elsewhere:
+            status = store.statuses(r.run_id for r in elsewhere)
+            mine, keep = [], []
+            for run in elsewhere:
+                if status.get(run.run_id) == "done":
+                    result = RunResult(run.run_id, "done", run.config, _labels(run))
+                    schedule.finished(result)
+                    summary.by_others += 1
+                    if on_result is not None:
+                        on_result(result, False)
+                elif leases.claim(run.run_id):
+                    mine.append((run, {t: store.checkpoint(t) for t in teacher_runs(run)}))
+                else:
+                    keep.append(run)
+            elsewhere[:] = keep
+            mine += take()  # students whose teachers another process just stored
+            if mine:
+                return mine
+            if elsewhere:
+                time.sleep(min(1.0, leases.lease_s / 8))
+        return take()
+
+    def claim(run: RunSpec) -> bool:
+        """Claim a run just before it starts (not when it becomes ready), so other processes share the grid."""
+        if leases.claim(run.run_id):
+            return True
+        elsewhere.append(run)
+        return False
+
+    try:
+        if workers <= 1 or len(runs) <= 1:
+            while ready := take() or settle_elsewhere():
+                for run, states in ready:
+                    if claim(run):
+                        record(_work(run, states))
+            return summary
+        _run_pool(workers, take, settle_elsewhere, claim, record)
         return summary
+    finally:
+        leases.close()
+
+
+def _run_pool(workers: int, take: Callable[[], list], settle: Callable[[], list], claim: Callable[[RunSpec], bool],
+              record: Callable[[RunResult], None]) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
     try:
         queue: list[tuple[RunSpec, dict[str, bytes]]] = take()
         active: set[Future[RunResult]] = set()
-        while queue or active:
+        while True:
+            if not queue and not active:
+                queue = settle()
+                if not queue:
+                    break
             # Keep at most 2 per worker in flight, so an interrupt cancels the rest cheaply.
             while queue and len(active) < 2 * workers:
                 run, states = queue.pop(0)
-                active.add(pool.submit(_work, run, states))
+                if claim(run):
+                    active.add(pool.submit(_work, run, states))
+            if not active:
+                continue
             finished, active = wait(active, return_when=FIRST_COMPLETED)
             for fut in finished:
                 record(fut.result())
@@ -153,4 +275,3 @@ def execute(
                 proc.terminate()
         raise
     pool.shutdown(wait=True)
-    return summary

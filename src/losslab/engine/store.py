@@ -9,6 +9,7 @@ of it. The run id is the primary key: a run is never stored twice.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
-# 2 added the checkpoints table (additive: a version-1 store is upgraded in place on open).
-SCHEMA_VERSION = 2
+# 2 added the checkpoints table, 3 the claims table (both additive: an older store is upgraded in place on open).
+SCHEMA_VERSION = 3
 DEFAULT_STORE = "sqlite:///losslab.db"
 
 metadata = sa.MetaData()
@@ -61,6 +62,16 @@ checkpoints = sa.Table(
     metadata,
     sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
     sa.Column("state", sa.LargeBinary, nullable=False),  # torch.save of the final model state
+)
+
+# A run being trained by some `losslab run` process: other processes leave it alone until the lease
+# expires (its owner renews it while training; a killed owner stops renewing, so the run is freed).
+claims = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )
 
 meta = sa.Table(
@@ -114,10 +125,62 @@ class Store:
             # An empty database (a file another tool touched, a fresh server) holds no runs yet.
             raise StoreMissing(f"store {url} has no losslab tables yet")
 
+    # -- claiming -------------------------------------------------------------
+    def claim(self, run_id: str, owner: str, lease_s: float) -> bool:
+        """Take (or renew) the lease on an unfinished run for ``lease_s`` seconds; False if it is done or held.
+
+        An expired lease is free: its owner was killed or lost. The expired claim is
+        deleted first, so on SQLite the transaction takes the write lock before it
+        reads (no stale snapshot), and on any backend two claimants racing to insert
+        the same run id meet the primary key: one wins, the other gets False.
+        """
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(claims.delete().where(claims.c.run_id == run_id, claims.c.expires_at < now))
+                if conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).scalar() == "done":
+                    return False
+                holder = conn.execute(sa.select(claims.c.owner).where(claims.c.run_id == run_id)).scalar()
+                if holder is None:
+                    with conn.begin_nested():
+                        conn.execute(claims.insert().values(run_id=run_id, owner=owner, expires_at=now + lease_s))
+                    return True
+                if holder != owner:
+                    return False
+                conn.execute(claims.update().where(claims.c.run_id == run_id).values(expires_at=now + lease_s))
+                return True
+        except IntegrityError:  # another claimant inserted between our read and insert
+            return False
+
+    def renew(self, run_ids: Iterable[str], owner: str, lease_s: float) -> int:
+        """Extend ``owner``'s leases on ``run_ids``; returns how many it still held."""
+        ids = list(run_ids)
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            res = conn.execute(claims.update().where(claims.c.run_id.in_(ids), claims.c.owner == owner)
+                               .values(expires_at=time.time() + lease_s))
+            return int(res.rowcount or 0)
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give up ``owner``'s lease on ``run_id`` (its run was cancelled before finishing)."""
+        with self.engine.begin() as conn:
+            conn.execute(claims.delete().where(claims.c.run_id == run_id, claims.c.owner == owner))
+
+    def claim_holders(self) -> dict[str, tuple[str, float]]:
+        """``{run_id: (owner, expires_at)}`` of the current claims, expired ones included."""
+        with self.engine.connect() as conn:
+            return {r: (o, e) for r, o, e in conn.execute(sa.select(claims.c.run_id, claims.c.owner,
+                                                                    claims.c.expires_at))}
+
     # -- writing --------------------------------------------------------------
     def save(self, result: RunResult) -> bool:
         """Store one run atomically. Returns False if a finished run with that id already exists."""
         with self.engine.begin() as conn:
+            # Written first: on SQLite this takes the write lock before the read below, so a writer that
+            # committed meanwhile makes this one wait (busy timeout) instead of failing on a stale snapshot.
+            # The result is in (or another writer's is): the claim on it, whoever holds it, has served its purpose.
+            conn.execute(claims.delete().where(claims.c.run_id == result.run_id))
             existing = conn.execute(
                 sa.select(runs.c.status).where(runs.c.run_id == result.run_id)
             ).scalar_one_or_none()
@@ -243,6 +306,9 @@ class Store:
                     raise
                 metadata.create_all(self.engine)
             with self.engine.begin() as conn:
+                # A no-op write first takes SQLite's write lock, so processes opening one new store together
+                # read the version one after the other (no stale snapshot, no duplicate insert).
+                conn.execute(meta.update().where(meta.c.key == "__lock__").values(value=""))
                 version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
                 if version is None:
                     conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
