@@ -326,3 +326,16 @@ def test_works_when_called_under_no_grad():
     ref = hessian_top_eigs(model, x, y, k=1, num_iters=10)
     with torch.no_grad():  # an engine callback may run inside an evaluation block
         assert hessian_top_eigs(model, x, y, k=1, num_iters=10) == ref
+
+
+def test_exact_trace_matches_the_full_hessian_per_layer_too():
+    model, (x, y) = tiny_mlp(), batch()
+    h = full_hessian(model, x, y)
+    got = hessian_trace(model, x, y, exact=True, per_layer=True)
+    assert rel_err(got["trace"], float(h.trace())) <= 1e-10 and got["stderr"] == 0.0
+    diag, start = torch.diagonal(h), 0
+    for name, p in model.named_parameters():
+        assert rel_err(got[f"trace.{name}"], float(diag[start: start + p.numel()].sum())) <= 1e-9
+        start += p.numel()
+    with pytest.raises(ValueError, match="`exact`"):
+        hessian_trace(model, x, y, exact="yes")
