@@ -296,31 +296,40 @@ class Store:
 
     # -- schema ---------------------------------------------------------------
     def _init_schema(self) -> None:
-        try:
+        # Processes opening one new store together race between "does it exist" and CREATE (the loser
+        # sees "already exists"), and on SQLite a schema transaction that read before another process
+        # wrote fails at once with "database is locked" (a stale snapshot, which the busy timeout does
+        # not cover). Both are transient: the next attempt finds the winner's tables.
+        for attempt in range(_SCHEMA_ATTEMPTS):
             try:
-                metadata.create_all(self.engine)
+                self._create_schema()
+                return
             except OperationalError as exc:
-                # Two processes opening a new store race between "does it exist" and CREATE;
-                # the loser finds the winner's tables on a second look.
-                if "already exists" not in str(exc.orig):
-                    raise
-                metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                # A no-op write first takes SQLite's write lock, so processes opening one new store together
-                # read the version one after the other (no stale snapshot, no duplicate insert).
-                conn.execute(meta.update().where(meta.c.key == "__lock__").values(value=""))
-                version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-                if version is None:
-                    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(version) < SCHEMA_VERSION:  # create_all above added the new tables
-                    conn.execute(meta.update().where(meta.c.key == "schema_version").values(
-                        value=str(SCHEMA_VERSION)))
-                elif int(version) > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"store {self.url} has schema version {version}, newer than this losslab ({SCHEMA_VERSION})"
-                    )
-        except OperationalError as exc:
-            raise StoreError(f"cannot open store {self.url}: {str(exc.orig).splitlines()[0]}") from None
+                message = str(exc.orig).splitlines()[0]
+                transient = "already exists" in message or "locked" in message
+                if not transient or attempt == _SCHEMA_ATTEMPTS - 1:
+                    raise StoreError(f"cannot open store {self.url}: {message}") from None
+                time.sleep(0.05 * (attempt + 1))
+
+    def _create_schema(self) -> None:
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            # A no-op write first takes SQLite's write lock, so processes opening one new store together
+            # read the version one after the other (no stale snapshot, no duplicate insert).
+            conn.execute(meta.update().where(meta.c.key == "__lock__").values(value=""))
+            version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if version is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version) < SCHEMA_VERSION:  # create_all above added the new tables
+                conn.execute(meta.update().where(meta.c.key == "schema_version").values(
+                    value=str(SCHEMA_VERSION)))
+            elif int(version) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.url} has schema version {version}, newer than this losslab ({SCHEMA_VERSION})"
+                )
+
+
+_SCHEMA_ATTEMPTS = 20
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterable[Sequence[str]]:
