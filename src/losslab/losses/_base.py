@@ -78,6 +78,21 @@ def log1mexp(x: Tensor) -> Tensor:
     return torch.where(near, near_value, far_value)
 
 
+def tempered_logsumexp(x: Tensor, temperature: float, dim: int = -1) -> Tensor:
+    r"""``t * logsumexp(x / t)`` along ``dim``, at any temperature ``t > 0``.
+
+    Computed as :math:`m + t \log \sum_k e^{(x_k - m)/t}` with :math:`m = \max_k x_k`,
+    so neither a small ``t`` nor large ``x`` overflows. Below the dtype's smallest
+    normal number ``t`` would round to 0 inside the division (0/0); the ``t -> 0``
+    limit :math:`\max_k x_k` is exact to working precision there and is returned,
+    with the gradient split evenly over tied maxima.
+    """
+    if temperature < torch.finfo(x.dtype).tiny:
+        return x.amax(dim=dim)
+    m = x.amax(dim=dim, keepdim=True).detach()
+    return m.squeeze(dim) + temperature * torch.logsumexp((x - m) / temperature, dim=dim)
+
+
 class LossModule(nn.Module):
     """Thin ``nn.Module`` twin of a loss function.
 

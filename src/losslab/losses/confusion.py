@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -31,7 +33,9 @@ def _soft_counts(sharp: Tensor, onehot: Tensor, weight: Tensor | None) -> _SoftC
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    return num / den.clamp_min(torch.finfo(den.dtype).tiny)
+    # The floor is sqrt(tiny), not tiny: the quotient's derivative divides by den**2,
+    # which must not underflow to 0 (a soft count of 1e-37 gave 0/0 in the backward).
+    return num / den.clamp_min(math.sqrt(torch.finfo(den.dtype).tiny))
 
 
 def _mean_over_present(values: Tensor, true: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ def _log_activation(d: Tensor, activation: str) -> Tensor:
 
 @register("loss", "pairwise_softmax", family="ranking", papers=(150,),
           hyper={"activation": choice("tanh", PSL_ACTIVATIONS, doc="sigma replacing exp on the gaps"),
-                 "tau": real(1.0, 0.0, None, low_open=True, doc="temperature: sigma(d)^(1/tau)")})
+                 "tau": real(1.0, 1e-3, None, doc="temperature: sigma(d)^(1/tau)")})
 def pairwise_softmax(
     logits: Tensor,
     target: Tensor,
@@ -73,7 +73,8 @@ def pairwise_softmax(
         logits: float tensor ``(N, C)``; class :math:`y` is the positive, the others negatives.
         target: int tensor ``(N,)`` of class ids in ``[0, C)``.
         activation: ``"tanh"``, ``"atan"``, ``"relu"`` or ``"exp"`` (softmax loss).
-        tau: temperature in ``(0, inf)``.
+        tau: temperature in ``[1e-3, inf)``; the loss grows like ``1/tau``, so smaller
+            values only overflow.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: optional non-negative per-sample weights ``(N,)``.
         validate_args: check finiteness and label range.
@@ -82,7 +83,7 @@ def pairwise_softmax(
         ``(N,)`` for ``reduction="none"``, else a scalar.
 
     Raises:
-        ValueError: on bad inputs, probability targets, an unknown ``activation`` or ``tau <= 0``.
+        ValueError: on bad inputs, probability targets, an unknown ``activation`` or ``tau < 1e-3``.
 
     References:
         [150] Yang et al., *PSL: Rethinking and Improving Softmax Loss from Pairwise
@@ -93,7 +94,7 @@ def pairwise_softmax(
         tensor(0.0401)
     """
     check_choice(activation, "activation", PSL_ACTIVATIONS)
-    check_number(tau, "tau", low=0.0, low_open=True)
+    check_number(tau, "tau", low=1e-3)
     logits, target, weight = prepare(logits, target, weight, reduction,
                                      validate_args=validate_args, soft_target=False)
     gaps = logits - logits.gather(1, target.long().unsqueeze(1))

@@ -7,6 +7,8 @@ them), as in the papers.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -54,6 +56,20 @@ def _log_sample_weight(weight: Tensor | None, like: Tensor) -> Tensor:
     return weight.to(like.dtype).log()
 
 
+def _tempered(losses: Tensor, log_w: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+    """``(m, z)`` with ``m`` the largest loss of a weighted sample and ``z = (l - m) / tau + log w``.
+
+    Shifting by ``m`` keeps ``exp`` in range at any temperature. A ``tau`` below the
+    dtype's smallest normal number would round to 0 inside the division (0/0), so
+    there the limit is taken exactly: ``z`` is ``log w`` at the maxima and ``-inf``
+    elsewhere, which is what ``softmax(l / tau)`` tends to as ``tau -> 0``.
+    """
+    m = torch.where(torch.isfinite(log_w), losses, torch.finfo(losses.dtype).min).amax()
+    if tau < torch.finfo(losses.dtype).tiny:
+        return m, torch.where(losses == m, log_w, -math.inf)
+    return m, (losses - m) / tau + log_w
+
+
 def kl_dro_weights(losses: Tensor, tau: float = 1.0, *, weight: Tensor | None = None) -> Tensor:
     r"""KL-DRO instance weights :math:`q = \operatorname{softmax}(\ell / \tau)`, detached.
 
@@ -90,7 +106,8 @@ def kl_dro_weights(losses: Tensor, tau: float = 1.0, *, weight: Tensor | None = 
     check_losses(losses)
     check_weight(weight, losses.shape[0])
     losses = losses.detach().float() if losses.dtype in (torch.float16, torch.bfloat16) else losses.detach()
-    return torch.softmax(losses / tau + _log_sample_weight(weight, losses), dim=0)
+    _, z = _tempered(losses, _log_sample_weight(weight, losses), tau)
+    return torch.softmax(z, dim=0)
 
 
 def _batch_scale(value: Tensor, reduction: str, weight: Tensor | None, n: int) -> Tensor:
@@ -165,7 +182,12 @@ def kl_dro_loss(
                                      soft_target=False, reductions=_BATCH_REDUCTIONS)
     losses = base_per_sample_loss(logits, target, base)
     log_w = _log_sample_weight(weight, losses)
-    value = tau * torch.logsumexp(losses / tau + log_w - torch.logsumexp(log_w, dim=0), dim=0)
+    m, z = _tempered(losses, log_w - torch.logsumexp(log_w, dim=0), tau)
+    if tau < torch.finfo(losses.dtype).tiny:  # the tau -> 0 limit: the largest loss, gradient split over ties
+        q = torch.softmax(z, dim=0).detach()
+        value = (q * losses).sum() + (m - (q * losses).sum()).detach()
+    else:
+        value = m + tau * torch.logsumexp(z, dim=0)
     return _batch_scale(value, reduction, weight, losses.shape[0])
 
 
@@ -178,12 +200,18 @@ def _normalise(losses: Tensor, present: Tensor, delta: float) -> Tensor:
     return delta * (2.0 * losses - (hi + lo)) / span
 
 
-def _strategy(normed: Tensor, strategy: str, delta: float) -> Tensor:
+def _strategy(unit: Tensor, strategy: str, delta: float) -> Tensor:
+    """The score g of the losses mapped onto [-delta, delta], from ``unit`` = that map / delta.
+
+    Working from the unit map keeps the quadratic score ``1 - (x / delta)^2`` exact
+    for any ``delta``: forming ``x`` first and dividing by ``delta^2`` gave 0/0 for a
+    tiny ``delta``.
+    """
     if strategy == "linupper":
-        return torch.clamp_max(normed + delta, delta)
+        return delta * torch.clamp_max(unit + 1.0, 1.0)
     if strategy == "quadratic":
-        return 1.0 - normed.square() / (delta * delta)
-    return normed.abs()  # "extremes"
+        return 1.0 - unit.square()
+    return delta * unit.abs()  # "extremes"
 
 
 def loss_reweighting_weights(
@@ -242,8 +270,9 @@ def loss_reweighting_weights(
     check_weight(weight, losses.shape[0])
     losses = losses.detach().float() if losses.dtype in (torch.float16, torch.bfloat16) else losses.detach()
     present = torch.ones_like(losses, dtype=torch.bool) if weight is None else weight > 0
-    score = _strategy(_normalise(losses, present, delta), strategy, delta)
-    return torch.softmax(score / tau + _log_sample_weight(weight, losses), dim=0)
+    score = _strategy(_normalise(losses, present, 1.0), strategy, delta)
+    _, z = _tempered(score, _log_sample_weight(weight, losses), tau)
+    return torch.softmax(z, dim=0)
 
 
 @register("loss", "loss_reweighting", family="reweighting", papers=(22,), tags=("batch", "stopgrad"),

@@ -14,7 +14,7 @@ from torch import Tensor
 from losslab.core.reduction import reduce_loss
 from losslab.core.registry import flag, real, register, twin
 from losslab.core.validation import check_choice, check_number
-from losslab.losses._base import LossModule, one_hot_like, prepare, target_log_prob
+from losslab.losses._base import LossModule, one_hot_like, prepare, target_log_prob, tempered_logsumexp
 
 _GCE_REFERENCE = (
     "Zhang & Sabuncu, Generalized Cross Entropy Loss for Training Deep Neural Networks "
@@ -32,8 +32,10 @@ def _comp_sum_elementwise(nll: Tensor, one_minus_tau: float) -> Tensor:
     ``expm1(e x) / e -> x`` smoothly as ``e -> 0``, so only ``e == 0`` needs its own
     branch. For ``tau < 1`` the exponent grows with ``nll``; it is capped at half
     the log of the dtype's largest number so the value saturates finitely.
+    Below the dtype's smallest normal number ``e`` would round to 0 inside the
+    product (0/0), and the limit is exact to working precision there anyway.
     """
-    if one_minus_tau == 0.0:
+    if abs(one_minus_tau) < torch.finfo(nll.dtype).tiny:
         return nll
     cap = 0.5 * math.log(torch.finfo(nll.dtype).max)
     return torch.expm1((one_minus_tau * nll).clamp_max(cap)) / one_minus_tau
@@ -324,7 +326,7 @@ def ldr_kl_loss(
     scores = _normalized_scores(logits) if normalize_scores else logits
     onehot = one_hot_like(target, scores)
     margins = margin * (1.0 - onehot) + scores - (scores * onehot).sum(dim=-1, keepdim=True)
-    per_sample = lam * (torch.logsumexp(margins / lam, dim=-1) - math.log(scores.shape[1]))
+    per_sample = tempered_logsumexp(margins, lam) - lam * math.log(scores.shape[1])
     return reduce_loss(per_sample, reduction, weight)
 
 

@@ -13,7 +13,7 @@ from losslab.losses._base import LossModule, prepare
 
 
 @register("loss", "z_loss", family="spherical", papers=(14,),
-          hyper={"a": real(1.0, 0.0, None, low_open=True, doc="sharpness of the softplus"),
+          hyper={"a": real(1.0, 1e-6, None, doc="sharpness of the softplus"),
                  "b": real(3.0, doc="target z-score at which the loss flattens")})
 def z_loss(
     logits: Tensor,
@@ -57,7 +57,8 @@ def z_loss(
     Args:
         logits: float tensor of shape ``(N, C)``, unnormalised scores :math:`o`.
         target: int tensor ``(N,)`` of class ids in ``[0, C)``.
-        a: sharpness in ``(0, inf)``.
+        a: sharpness in ``[1e-6, inf)``; as ``a -> 0`` the loss only adds ``log(2)/a``,
+            which overflows.
         b: target z-score (any real).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: optional non-negative per-sample weights ``(N,)``.
@@ -67,7 +68,7 @@ def z_loss(
         ``(N,)`` for ``reduction="none"``, else a scalar.
 
     Raises:
-        ValueError: on bad inputs, probability targets, or ``a <= 0``.
+        ValueError: on bad inputs, probability targets, or ``a < 1e-6``.
 
     References:
         [14] de Brebisson & Vincent, *The Z-loss: a shift and scale invariant
@@ -77,7 +78,7 @@ def z_loss(
         >>> z_loss(torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0]), a=1.0, b=3.0)
         tensor(1.8372)
     """
-    check_number(a, "a", low=0.0, low_open=True)
+    check_number(a, "a", low=1e-6)
     check_number(b, "b")
     logits, target, weight = prepare(logits, target, weight, reduction,
                                      validate_args=validate_args, soft_target=False)
