@@ -8,6 +8,7 @@ from torch import Tensor
 from losslab.core.reduction import reduce_loss
 from losslab.core.registry import real, register, twin
 from losslab.distill._base import (
+    MIN_TEMPERATURE,
     DistillTerm,
     check_temperature,
     check_unit,
@@ -22,7 +23,7 @@ from losslab.distill._teacher import teacher_log_probs
 @register("distill", "kd", family="logit-kd",
           reference="Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, "
                     "NIPS Deep Learning Workshop 2015 (arXiv:1503.02531)",
-          hyper={"temperature": real(4.0, 0.0, None, low_open=True, doc="softmax temperature T"),
+          hyper={"temperature": real(4.0, MIN_TEMPERATURE, None, doc="softmax temperature T"),
                  "alpha": real(0.0, 0.0, 1.0, doc="weight of the hard-label cross-entropy")})
 def kd(
     logits: Tensor,
@@ -56,7 +57,7 @@ def kd(
         logits: student logits ``(N, C)``.
         target: class ids ``(N,)``.
         teacher_logits: ``(N, C)``, or ``(K, N, C)`` for an ensemble.
-        temperature: :math:`T > 0`.
+        temperature: :math:`T \ge 10^{-2}` (below it the softened distributions are one-hot).
         alpha: hard-label weight in ``[0, 1]``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: optional non-negative per-sample weights ``(N,)``.
@@ -66,7 +67,7 @@ def kd(
         ``(N,)`` for ``reduction="none"``, else a scalar.
 
     Raises:
-        ValueError: on bad inputs, ``temperature <= 0`` or ``alpha`` outside ``[0, 1]``.
+        ValueError: on bad inputs, ``temperature < 1e-2`` or ``alpha`` outside ``[0, 1]``.
 
     References:
         Hinton, Vinyals & Dean, *Distilling the Knowledge in a Neural Network*, 2015.

@@ -12,6 +12,7 @@ from losslab.core.reduction import reduce_loss
 from losslab.core.registry import choice, real, register, twin
 from losslab.core.validation import check_choice, check_floating, check_number, fail
 from losslab.distill._base import (
+    MIN_TEMPERATURE,
     DistillTerm,
     check_nonneg,
     check_temperature,
@@ -49,8 +50,8 @@ def binary_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
 
 
 @register("distill", "dual_head_kd", family="logit-kd", papers=(271,),
-          hyper={"temperature": real(4.0, 0.0, None, low_open=True, doc="KD temperature on head 1"),
-                 "logit_temperature": real(2.0, 0.0, None, low_open=True, doc="temperature of the logit loss"),
+          hyper={"temperature": real(4.0, MIN_TEMPERATURE, None, doc="KD temperature on head 1"),
+                 "logit_temperature": real(2.0, MIN_TEMPERATURE, None, doc="temperature of the logit loss"),
                  "kd_weight": real(1.0, 0.0, doc="weight of T^2 KL on head 1"),
                  "logit_weight": real(1.0, 0.0, doc="weight of the logit-level loss on head 2"),
                  "ce_weight": real(0.0, 0.0, doc="weight of the hard-label CE on head 1"),
@@ -97,7 +98,7 @@ def dual_head_kd(
         target: class ids ``(N,)``.
         teacher_logits: ``(N, C)``, or ``(K, N, C)`` for an ensemble.
         aux_logits: head-2 logits ``(N, C)``.
-        temperature: KD temperature :math:`T > 0`.
+        temperature: KD temperature :math:`T \ge 10^{-2}`.
         logit_temperature: :math:`\tau > 0` of the logit loss (official default 2).
         kd_weight, logit_weight, ce_weight: non-negative weights.
         logit_loss: ``"binary_kl_norm"`` | ``"binary_kl"``.

@@ -13,6 +13,7 @@ from losslab.core.validation import (
     check_class_target,
     check_finite,
     check_floating,
+    check_nonempty,
     check_number,
     check_rank,
     check_reduction,
@@ -95,6 +96,7 @@ def _prepare(features: Any, target: Any, teacher_features: Any, class_means: Any
         check_rank(x, 2, name)
         if validate_args:
             check_finite(x, name)
+    check_nonempty(features, "features")
     n, d = features.shape
     if teacher_features.shape != features.shape:
         fail("teacher_features", f"of shape {(n, d)} like `features` (project the student first)",

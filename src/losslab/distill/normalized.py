@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from losslab.core.reduction import reduce_loss
 from losslab.core.registry import real, register, twin
-from losslab.core.validation import check_floating, check_number, fail
+from losslab.core.validation import check_finite, check_floating, check_number, fail
 from losslab.distill._base import (
+    MIN_TEMPERATURE,
     DistillTerm,
     check_nonneg,
     check_temperature,
@@ -34,7 +35,7 @@ def non_target_log_probs(log_p: Tensor, target: Tensor) -> Tensor:
 
 
 @register("distill", "nkd", family="logit-kd", papers=(267,),
-          hyper={"temperature": real(1.0, 0.0, None, low_open=True, doc="temperature of the non-target part"),
+          hyper={"temperature": real(1.0, MIN_TEMPERATURE, None, doc="temperature of the non-target part"),
                  "gamma": real(1.5, 0.0, doc="weight of the non-target part")})
 def nkd(
     logits: Tensor,
@@ -79,7 +80,7 @@ def nkd(
         ``(N,)`` for ``reduction="none"``, else a scalar.
 
     Raises:
-        ValueError: on bad inputs, ``temperature <= 0`` or ``gamma < 0``.
+        ValueError: on bad inputs, ``temperature < 1e-2`` or ``gamma < 0``.
 
     References:
         [267] Yang et al., *From Knowledge Distillation to Self-Knowledge
@@ -226,6 +227,7 @@ def _check_weak(weak_logits: Any, logits: Tensor) -> Tensor | None:
     if weak_logits is None:
         return None
     check_floating(weak_logits, "weak_logits")
+    check_finite(weak_logits, "weak_logits")
     if weak_logits.shape != logits.shape:
         fail("weak_logits", f"of shape {tuple(logits.shape)} like `logits`", f"shape {tuple(weak_logits.shape)}")
     return weak_logits.to(logits.dtype)

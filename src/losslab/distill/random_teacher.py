@@ -11,13 +11,13 @@ from torch import Tensor, nn
 from losslab.core.reduction import reduce_loss
 from losslab.core.registry import real, register, twin
 from losslab.core.validation import check_number, fail
-from losslab.distill._base import DistillTerm, check_temperature, prepare, soft_cross_entropy
+from losslab.distill._base import MIN_TEMPERATURE, DistillTerm, check_temperature, prepare, soft_cross_entropy
 from losslab.distill._teacher import teacher_log_probs
 
 
 @register("distill", "random_teacher", family="self-kd", papers=(290,),
-          hyper={"teacher_temperature": real(1.0, 0.0, None, low_open=True, doc="teacher softmax temperature"),
-                 "student_temperature": real(1.0, 0.0, None, low_open=True, doc="student softmax temperature")})
+          hyper={"teacher_temperature": real(1.0, MIN_TEMPERATURE, None, doc="teacher softmax temperature"),
+                 "student_temperature": real(1.0, MIN_TEMPERATURE, None, doc="student softmax temperature")})
 def random_teacher(
     logits: Tensor,
     target: Tensor | None,

@@ -44,6 +44,11 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+# c tanh(z / c) with c near 0 is a constant 0 (z / c overflows, 0/0 at z = 0): the registry
+# fuzzing found NaN gradients at c = 1e-221, so a cap that small is refused.
+_MIN_SOFTCAP = 1e-3
+
+
 def _tile_logits(h: Tensor, w: Tensor, b: Tensor | None, softcap: float) -> Tensor:
     """Logits of one vocabulary chunk in ``h``'s dtype, soft-capped as ``c * tanh(z / c)`` when ``c > 0``."""
     z = h @ w.to(h.dtype).T
@@ -191,8 +196,9 @@ def _check_linear_inputs(hidden: Any, weight: Any, bias: Any, target: Any, ignor
     if target.dtype.is_floating_point or target.dtype == torch.bool or target.shape != hidden.shape[:1]:
         fail("target", f"an integer tensor of shape ({hidden.shape[0]},)", f"{target.dtype} {tuple(target.shape)}")
     if validate_args:
-        if not bool(torch.isfinite(hidden).all()):
-            fail("hidden", "finite (no NaN or Inf)", "non-finite values")
+        for x, name in ((hidden, "hidden"), (weight, "weight"), (bias, "bias")):
+            if x is not None and not bool(torch.isfinite(x).all()):
+                fail(name, "finite (no NaN or Inf)", "non-finite values")
         kept = target[target != ignore_index]
         if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= weight.shape[0]):
             bad = int(kept.min()) if int(kept.min()) < 0 else int(kept.max())
@@ -242,7 +248,7 @@ def linear_cross_entropy(
         bias: optional float ``(V,)``.
         label_smoothing: :math:`\varepsilon \in [0, 1]`.
         z_loss: :math:`\lambda \ge 0`, the log-partition penalty.
-        softcap: :math:`c \ge 0`; 0 disables soft-capping.
+        softcap: :math:`c = 0` (off) or :math:`c \ge 10^{-3}`.
         ignore_index: targets equal to it contribute nothing (and are left out of the mean).
         chunk_size: vocabulary chunk; ``None`` picks one so a tile holds about 2^24 values.
         reduction: ``"none"`` (``(N,)``, 0 at ignored tokens) | ``"mean"`` (over kept tokens) | ``"sum"``.
@@ -271,6 +277,8 @@ def linear_cross_entropy(
     check_number(label_smoothing, "label_smoothing", low=0.0, high=1.0)
     check_number(z_loss, "z_loss", low=0.0)
     check_number(softcap, "softcap", low=0.0)
+    if 0.0 < softcap < _MIN_SOFTCAP:
+        fail("softcap", f"0 (off) or at least {_MIN_SOFTCAP:g}", repr(softcap))
     check_number(ignore_index, "ignore_index", integer=True)
     _check_linear_inputs(hidden, weight, bias, target, ignore_index, validate_args)
     n = hidden.shape[0]

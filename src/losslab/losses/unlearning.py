@@ -20,7 +20,7 @@ def _check_reference(ref_logits: object, logits: Tensor, *, validate_args: bool)
 
 
 @register("loss", "npo", family="unlearning", papers=(272,), tags=("reference",),
-          hyper={"beta": real(0.1, 0.0, None, low_open=True, doc="inverse temperature of the log-ratio")})
+          hyper={"beta": real(0.1, 1e-9, None, doc="inverse temperature of the log-ratio")})
 def npo_loss(
     logits: Tensor,
     target: Tensor,
@@ -58,7 +58,8 @@ def npo_loss(
         logits: float tensor ``(N, C)`` of the model being unlearned.
         target: int tensor ``(N,)`` of the forget labels (or tokens) in ``[0, C)``.
         ref_logits: float tensor ``(N, C)`` of the frozen reference model.
-        beta: :math:`\beta` in ``(0, inf)``.
+        beta: :math:`\beta` in ``[1e-9, inf)``; the loss grows like ``2 log(2) / beta``
+            as ``beta -> 0``, so smaller values only overflow.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: optional non-negative per-sample weights ``(N,)``.
         validate_args: check finiteness and label range.
@@ -67,7 +68,7 @@ def npo_loss(
         ``(N,)`` for ``reduction="none"``, else a scalar.
 
     Raises:
-        ValueError: on bad inputs, mismatched ``ref_logits`` or ``beta <= 0``.
+        ValueError: on bad inputs, mismatched ``ref_logits`` or ``beta < 1e-9``.
 
     References:
         [272] Zhang, Lin, Bai & Mei, *Negative Preference Optimization: From Catastrophic
@@ -78,7 +79,7 @@ def npo_loss(
         >>> npo_loss(logits, torch.tensor([0]), logits, beta=0.1)  # at pi = pi_ref: (2/beta) log 2
         tensor(13.8629)
     """
-    check_number(beta, "beta", low=0.0, low_open=True)
+    check_number(beta, "beta", low=1e-9)
     logits, target, weight = prepare(logits, target, weight, reduction,
                                      validate_args=validate_args, soft_target=False)
     ref = _check_reference(ref_logits, logits, validate_args=validate_args).detach().to(logits.dtype)
@@ -93,7 +94,7 @@ class NPOLoss(nn.Module):
 
     def __init__(self, *, beta: float = 0.1, reduction: str = "mean", validate_args: bool = True) -> None:
         super().__init__()
-        check_number(beta, "beta", low=0.0, low_open=True)
+        check_number(beta, "beta", low=1e-9)
         check_reduction(reduction)
         self.beta = float(beta)
         self.reduction = reduction

@@ -11,15 +11,15 @@ from torch.nn.utils import parametrize
 
 from losslab.core.registry import flag, real, register, twin
 from losslab.core.terms import TermModule
-from losslab.core.validation import check_floating, check_number, fail
+from losslab.core.validation import check_finite, check_floating, check_number, fail
 
 # right_inverse clamps |w| / bound below 1 so atanh stays finite for weights at or beyond the bound.
 _INVERSE_MARGIN = 1e-6
 
 
 @register("regularizer", "weight_compander", family="reparameterization", papers=(9,),
-          hyper={"bound": real(1.0, 0.0, None, low_open=True, doc="largest effective |weight|"),
-                 "slope": real(2.0, 0.0, None, low_open=True,
+          hyper={"bound": real(1.0, 1e-6, None, doc="largest effective |weight|"),
+                 "slope": real(2.0, 1e-6, None,
                                doc="slope at 0; > 1 expands small weights away from zero"),
                  "learnable": flag(False, doc="learn bound and slope per layer (the paper's extension)")})
 def weight_compander(weight: Tensor, *, bound: float = 1.0, slope: float = 2.0) -> Tensor:
@@ -61,8 +61,10 @@ def weight_compander(weight: Tensor, *, bound: float = 1.0, slope: float = 2.0) 
         tensor([-1.0000,  0.0000,  0.1974])
     """
     check_floating(weight, "weight")
-    check_number(bound, "bound", low=0.0, low_open=True)
-    check_number(slope, "slope", low=0.0, low_open=True)
+    check_finite(weight, "weight")
+    # Closed floors: at 5e-324 the ratio theta / bound rounded to 0/0 in float32.
+    check_number(bound, "bound", low=1e-6)
+    check_number(slope, "slope", low=1e-6)
     return _compand(weight, bound, slope)
 
 
