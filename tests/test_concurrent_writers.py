@@ -1,4 +1,7 @@
-"""Several `losslab run` processes on one spec and one store: every run is trained once, a dead one blocks nothing."""
+"""Several `losslab run` processes on one spec and one store: every run is trained once, a dead one blocks nothing.
+
+Each test runs on SQLite and on PostgreSQL (the ``store_url`` fixture of tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import copy
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,11 +34,11 @@ def _summary(out: str) -> dict[str, int]:
     return dict(zip(("done", "failed", "others", "wasted"), map(int, m.groups())))
 
 
-def test_four_processes_share_a_grid_without_training_any_run_twice(tmp_path):
+def test_four_processes_share_a_grid_without_training_any_run_twice(tmp_path, store_url):
     total = 24
     path = _spec(tmp_path, seeds=total // 2)
-    url = f"sqlite:///{tmp_path}/shared.db"  # not created yet: the four processes race to create it too
-    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--store", url]
+    url = store_url  # no schema yet: the four processes race to create it too
+    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--executor", "local", "--store", url]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [(p.returncode, o[0][-3000:], o[1][-3000:])
@@ -50,21 +52,18 @@ def test_four_processes_share_a_grid_without_training_any_run_twice(tmp_path):
     print("per process:", sums)
 
 
-def test_a_killed_process_lease_expires_and_another_finishes_its_runs(tmp_path):
+def test_a_killed_process_lease_expires_and_another_finishes_its_runs(tmp_path, store_url):
     total = 12
     path = _spec(tmp_path, seeds=total // 2, epochs=4)
-    db = tmp_path / "k.db"
-    url = f"sqlite:///{db}"
-    Store(url)
+    url = store_url
+    watch = Store(url)
     env = {**os.environ, "LOSSLAB_LEASE_SECONDS": "3"}
-    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--store", url]
+    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--executor", "local", "--store", url]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None:
-        with sqlite3.connect(db, timeout=30) as conn:
-            if conn.execute("SELECT count(*) FROM runs").fetchone()[0] >= 1 and \
-                    conn.execute("SELECT count(*) FROM claims").fetchone()[0] >= 1:
-                break
+        if watch.count("runs") >= 1 and watch.count("claims") >= 1:
+            break
         time.sleep(0.02)
     assert first.poll() is None, "the first process finished before it could be killed"
     first.send_signal(signal.SIGKILL)

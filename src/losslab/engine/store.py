@@ -1,6 +1,9 @@
 """The result store: runs, per-epoch metrics, final metrics and the environment.
 
-SQLAlchemy Core over any URL; SQLite (WAL mode, busy timeout) is the default.
+SQLAlchemy Core over a URL: SQLite (WAL mode, busy timeout) is the default,
+PostgreSQL (``postgresql://``, psycopg 3) serves many writers on many machines;
+both hold the schema of :mod:`losslab.engine.store_schema`, and what differs
+between them lives in :mod:`losslab.engine.store_backend`.
 A finished run is written in ONE transaction (its row, every epoch row and
 every final metric), so a killed process leaves either the whole run or none
 of it. The run id is the primary key: a run is never stored twice.
@@ -12,82 +15,22 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-# 2 added the checkpoints table, 3 the claims table (both additive: an older store is upgraded in place on open).
-SCHEMA_VERSION = 3
+from losslab.engine.store_backend import (StoreError, StoreMissing, make_engine, parse_url, reason, shown,
+                                          write_transaction)
+from losslab.engine.store_schema import (SCHEMA_VERSION, checkpoints, claims, epoch_metrics, final_metrics, meta,
+                                         metadata, migrate, runs)
+
+__all__ = ["DEFAULT_STORE", "SCHEMA_VERSION", "RunResult", "Store", "StoreError", "StoreMissing",
+           "checkpoints", "claims", "epoch_metrics", "final_metrics", "meta", "metadata", "runs"]
+
 DEFAULT_STORE = "sqlite:///losslab.db"
-
-metadata = sa.MetaData()
-
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("run_id", sa.String(32), primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False),  # done | failed
-    sa.Column("config", sa.Text, nullable=False),
-    sa.Column("labels", sa.Text, nullable=False),
-    sa.Column("records", sa.Text, nullable=False),
-    sa.Column("environment", sa.Text, nullable=False),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float, nullable=False),
-    sa.Column("duration_s", sa.Float, nullable=False),
-)
-
-epoch_metrics = sa.Table(
-    "epoch_metrics",
-    metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("epoch", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Float, nullable=True),
-)
-
-final_metrics = sa.Table(
-    "final_metrics",
-    metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Float, nullable=True),
-)
-
-checkpoints = sa.Table(
-    "checkpoints",
-    metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("state", sa.LargeBinary, nullable=False),  # torch.save of the final model state
-)
-
-# A run being trained by some `losslab run` process: other processes leave it alone until the lease
-# expires (its owner renews it while training; a killed owner stops renewing, so the run is freed).
-claims = sa.Table(
-    "claims",
-    metadata,
-    sa.Column("run_id", sa.String(32), primary_key=True),
-    sa.Column("owner", sa.String(128), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-)
-
-meta = sa.Table(
-    "meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-
-class StoreError(ValueError):
-    """The store URL is unusable, or the database is not a losslab store."""
-
-
-class StoreMissing(StoreError):
-    """A SQLite store that was opened read-only does not exist yet."""
+# Attempts at opening a store while other processes create it (SQLite's switch to WAL can report "locked").
+_SCHEMA_ATTEMPTS = 20
 
 
 @dataclass
@@ -117,26 +60,43 @@ class Store:
     """A losslab result database at ``url``."""
 
     def __init__(self, url: str = DEFAULT_STORE, *, create: bool = True) -> None:
+        """Open (``create``: and create or upgrade) the store at ``url``.
+
+        Raises:
+            StoreError: ``url`` is not a database URL, its driver is missing, the
+                database cannot be reached (refused, unknown host, bad credentials,
+                no such database; within the connect timeout) or its schema is newer.
+            StoreMissing: ``create`` is False and there is no store there yet.
+        """
         self.url = url
-        self.engine = _make_engine(url, create=create)
+        parsed = parse_url(url)
+        self.shown_url = shown(parsed)
+        self.engine = make_engine(parsed, create=create)
         if create:
             self._init_schema()
-        elif not sa.inspect(self.engine).has_table("runs"):
-            # An empty database (a file another tool touched, a fresh server) holds no runs yet.
-            raise StoreMissing(f"store {url} has no losslab tables yet")
+            return
+        try:
+            with self.engine.connect() as conn:
+                empty = not sa.inspect(conn).has_table("runs")
+        except DBAPIError as exc:
+            raise StoreError(f"cannot open `--store` {self.shown_url}: {reason(exc)}") from None
+        if empty:  # an empty database (a file another tool touched, a new server database) holds no runs yet
+            raise StoreMissing(f"store {self.shown_url} has no losslab tables yet")
 
     # -- claiming -------------------------------------------------------------
     def claim(self, run_id: str, owner: str, lease_s: float) -> bool:
         """Take (or renew) the lease on an unfinished run for ``lease_s`` seconds; False if it is done or held.
 
-        An expired lease is free: its owner was killed or lost. The expired claim is
-        deleted first, so on SQLite the transaction takes the write lock before it
-        reads (no stale snapshot), and on any backend two claimants racing to insert
-        the same run id meet the primary key: one wins, the other gets False.
+        An expired lease is free: its owner was killed or lost. The transaction holds
+        the run's write lock (:func:`write_transaction`) before it reads, so a claim and
+        a save of one run never interleave on any backend (a claim could otherwise read
+        "not done", then "no holder" after the save committed, and train the run twice);
+        without such a lock, two claimants racing to insert meet the primary key: one
+        wins, the other gets False.
         """
         now = time.time()
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine, run_id) as conn:
                 conn.execute(claims.delete().where(claims.c.run_id == run_id, claims.c.expires_at < now))
                 if conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).scalar() == "done":
                     return False
@@ -157,6 +117,7 @@ class Store:
         ids = list(run_ids)
         if not ids:
             return 0
+        # No run lock: each row is updated only if ``owner`` still holds it, which a takeover cannot race.
         with self.engine.begin() as conn:
             res = conn.execute(claims.update().where(claims.c.run_id.in_(ids), claims.c.owner == owner)
                                .values(expires_at=time.time() + lease_s))
@@ -176,9 +137,7 @@ class Store:
     # -- writing --------------------------------------------------------------
     def save(self, result: RunResult) -> bool:
         """Store one run atomically. Returns False if a finished run with that id already exists."""
-        with self.engine.begin() as conn:
-            # Written first: on SQLite this takes the write lock before the read below, so a writer that
-            # committed meanwhile makes this one wait (busy timeout) instead of failing on a stale snapshot.
+        with write_transaction(self.engine, result.run_id) as conn:
             # The result is in (or another writer's is): the claim on it, whoever holds it, has served its purpose.
             conn.execute(claims.delete().where(claims.c.run_id == result.run_id))
             existing = conn.execute(
@@ -296,80 +255,24 @@ class Store:
 
     # -- schema ---------------------------------------------------------------
     def _init_schema(self) -> None:
-        # Processes opening one new store together race between "does it exist" and CREATE (the loser
-        # sees "already exists"), and on SQLite a schema transaction that read before another process
-        # wrote fails at once with "database is locked" (a stale snapshot, which the busy timeout does
-        # not cover). Both are transient: the next attempt finds the winner's tables.
+        """Create or upgrade the schema in one write transaction (concurrent openers queue on its lock).
+
+        On SQLite a process can still find the file "locked" while another one opens
+        it for the first time (switching it to WAL); that is transient, so it retries.
+        """
         for attempt in range(_SCHEMA_ATTEMPTS):
             try:
-                self._create_schema()
+                with write_transaction(self.engine, "schema") as conn:
+                    migrate(conn, self.shown_url)
                 return
-            except OperationalError as exc:
-                message = str(exc.orig).splitlines()[0]
+            except DBAPIError as exc:
+                message = reason(exc)
                 transient = "already exists" in message or "locked" in message
                 if not transient or attempt == _SCHEMA_ATTEMPTS - 1:
-                    raise StoreError(f"cannot open store {self.url}: {message}") from None
+                    raise StoreError(f"cannot open `--store` {self.shown_url}: {message}") from None
                 time.sleep(0.05 * (attempt + 1))
-
-    def _create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            # A no-op write first takes SQLite's write lock, so processes opening one new store together
-            # read the version one after the other (no stale snapshot, no duplicate insert).
-            conn.execute(meta.update().where(meta.c.key == "__lock__").values(value=""))
-            version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-            if version is None:
-                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(version) < SCHEMA_VERSION:  # create_all above added the new tables
-                conn.execute(meta.update().where(meta.c.key == "schema_version").values(
-                    value=str(SCHEMA_VERSION)))
-            elif int(version) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self.url} has schema version {version}, newer than this losslab ({SCHEMA_VERSION})"
-                )
-
-
-_SCHEMA_ATTEMPTS = 20
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), n):
         yield items[i: i + n]
-
-
-def _make_engine(url: str, *, create: bool) -> Engine:
-    try:
-        parsed = sa.engine.make_url(url)
-    except ArgumentError:
-        raise StoreError(f"Expected `--store` to be a database URL such as sqlite:///results.db, but got {url!r}.") \
-            from None
-    if parsed.get_backend_name() != "sqlite":
-        try:
-            return sa.create_engine(url, pool_pre_ping=True)
-        except Exception as exc:  # a missing driver or a malformed URL: say so in one line
-            raise StoreError(f"cannot use store {url}: {exc}") from None
-    db = parsed.database
-    if db and db != ":memory:":
-        path = Path(db)
-        if not create and not path.exists():
-            raise StoreMissing(f"store {url} does not exist")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-        # pysqlite's own transaction handling breaks SAVEPOINT: a RELEASE committed the run
-        # row on its own, so a kill between it and the metrics left a "done" run without
-        # metrics. Take BEGIN away from the driver and let SQLAlchemy emit it (its documented recipe).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _sqlite_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return engine
