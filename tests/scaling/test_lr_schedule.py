@@ -56,3 +56,75 @@ def test_schedules_shapes_and_endpoints():
 def test_bad_arguments(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
+
+
+# ----------------------------------------------------------------------------- the engine's schedules
+ENGINE_CASES = [
+    {"lr": 0.1, "epochs": 5},
+    {"lr": 0.1, "epochs": 5, "warmup_epochs": 1},
+    {"lr": 0.1, "epochs": 5, "lr_schedule": "cosine", "warmup_epochs": 1},
+    {"lr": 0.1, "epochs": 5, "lr_schedule": "wsd", "warmup_epochs": 1, "decay_fraction": 0.4},
+    {"lr": 0.1, "epochs": 5, "lr_schedule": "wsd"},
+]
+
+
+@pytest.mark.parametrize("train", ENGINE_CASES)
+def test_engine_lr_schedule_is_the_shared_definition(train):
+    import torch
+
+    from losslab.engine.train import LRSchedule
+    from losslab.scaling.lr_schedule import training_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=train["lr"])
+    schedule, seen = LRSchedule(opt, train, steps_per_epoch=7), []
+    for step in range(35):
+        schedule.at(step)
+        seen.append(opt.param_groups[0]["lr"])
+    np.testing.assert_array_equal(seen, training_schedule(train, 7))
+
+
+def test_cosine_and_wsd_follow_their_formulas():
+    from losslab.scaling.lr_schedule import training_schedule
+
+    t = np.arange(40)
+    cos = training_schedule({"lr": 2.0, "epochs": 4, "lr_schedule": "cosine", "warmup_epochs": 1}, 10)
+    np.testing.assert_allclose(cos[:10], 2.0 * (t[:10] + 1) / 10)
+    np.testing.assert_allclose(cos[10:], 1.0 + np.cos(np.pi * (t[10:] - 10) / 30), rtol=1e-12)
+    wsd = training_schedule({"lr": 2.0, "epochs": 4, "lr_schedule": "wsd", "decay_fraction": 0.25}, 10)
+    np.testing.assert_array_equal(wsd[:30], 2.0)  # stable until the last 10 steps
+    np.testing.assert_allclose(wsd[30:], 2.0 * (40 - t[30:]) / 10)  # linear to lr / D at the last step
+    s1, s2 = annealing_areas(wsd, decay=0.9)
+    assert s2[29] == 0 and np.all(np.diff(s2[30:]) > 0)  # annealing area grows only while decaying
+
+
+def test_training_schedule_rejects_bad_settings():
+    from losslab.scaling.lr_schedule import training_schedule
+
+    with pytest.raises(ValueError, match="lr_schedule"):
+        training_schedule({"lr": 1.0, "epochs": 2, "lr_schedule": "step"}, 3)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        training_schedule({"lr": 1.0, "epochs": 2, "warmup_epochs": 2}, 3)
+    with pytest.raises(ValueError, match="train"):
+        training_schedule({"epochs": 2}, 3)
+
+
+def test_spec_wsd_fields_keep_old_ids_and_validate():
+    from losslab.engine.plan import make_plan
+    from losslab.engine.spec import SpecError, parse_spec
+
+    base = {"name": "s", "datasets": [{"name": "mnist1d", "params": {"num_samples": 100}}],
+            "model": {"name": "mlp"}, "objectives": [{"name": "ce"}], "seeds": 1, "train": {"epochs": 5}}
+    plain = make_plan(parse_spec(base))[0]
+    explicit = make_plan(parse_spec({**base, "train": {"epochs": 5, "decay_fraction": 0.2}}))[0]
+    assert plain.run_id == explicit.run_id and "decay_fraction" not in plain.config["train"]
+    cosine = {"epochs": 5, "lr_schedule": "cosine", "warmup_epochs": 4}  # a long warm-up is no wsd overlap
+    assert make_plan(parse_spec({**base, "train": cosine}))[0].config["train"]["warmup_epochs"] == 4
+    wsd = make_plan(parse_spec({**base, "train": {"epochs": 5, "lr_schedule": "wsd", "decay_fraction": 0.4}}))[0]
+    assert wsd.config["train"]["decay_fraction"] == 0.4 and wsd.run_id != plain.run_id
+    for train, where in [({"epochs": 5, "decay_fraction": 0.5}, "only to lr_schedule 'wsd'"),
+                         ({"epochs": 5, "lr_schedule": "wsd", "decay_fraction": 0.0}, "train.decay_fraction"),
+                         ({"epochs": 5, "lr_schedule": "wsd", "warmup_epochs": 3, "decay_fraction": 0.6},
+                          "overlaps the warm-up")]:
+        with pytest.raises(SpecError, match=where) as err:
+            parse_spec({**base, "train": train})
+        assert "\n" not in str(err.value)

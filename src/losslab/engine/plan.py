@@ -81,7 +81,7 @@ def make_plan(spec: Spec) -> list[RunSpec]:
     that objective's run with the same dataset, conditions and seed, so a
     student's id changes whenever its teacher's config does.
     """
-    model = _settings("model", spec.model)[0][0]
+    models = _settings("model", spec.model)
     diagnostics = diagnostic_configs(spec)
     trains = {}
     objectives = []
@@ -90,7 +90,11 @@ def make_plan(spec: Spec) -> list[RunSpec]:
             objectives.append(setting)
             trains[setting[1]] = objective_train(spec, o)
     runs: list[RunSpec] = []
-    for dataset, d_label in _dataset_settings(spec):
+    # A model sweep (e.g. widths for a scaling fit) makes one cell per model setting; its label joins the
+    # dataset's, and a spec with one model keeps its configs, labels and ids.
+    cells = [(dataset, d_label if len(models) == 1 else f"{d_label} / {m_label}", model)
+             for dataset, d_label in _dataset_settings(spec) for model, m_label in models]
+    for dataset, d_label, model in cells:
         for conditions, c_label in _condition_settings(spec):
             cell: dict[tuple[str, int], RunSpec] = {}
             for objective, o_label in _teachers_first(objectives):

@@ -185,9 +185,37 @@ class TrainSpec(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
     # Image augmentation of each training batch (random crop with 4-pixel padding, horizontal flip).
     augment: Literal["none", "flip", "crop_flip"] = "none"
-    # Learning rate over training: constant, or a linear warm-up then cosine decay to zero (per step).
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Learning rate over training (per step), after an optional linear warm-up: constant, cosine decay to
+    # zero, or warmup-stable-decay (constant, then linear decay to zero over the last `decay_fraction` of steps).
+    lr_schedule: Literal["constant", "cosine", "wsd"] = "constant"
     warmup_epochs: int = Field(0, ge=0)
+    decay_fraction: float = Field(0.2, gt=0, le=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _decay_needs_wsd(self) -> TrainSpec:
+        if self.decay_fraction != 0.2 and self.lr_schedule != "wsd":
+            raise ValueError(f"decay_fraction applies only to lr_schedule 'wsd', but lr_schedule is "
+                             f"{self.lr_schedule!r}")
+        return self
+
+
+class ScalingSpec(_Strict):
+    """How ``losslab scaling fit --store URL --spec SPEC`` fits this spec's finished runs.
+
+    It is read by the fit only: no run's config (so no run id) depends on it.
+    ``cols`` maps the form's variables to expressions over the run columns
+    (``params``, ``n_train``, ``model.width``, ...), ``target`` is the fitted
+    column, and ``holdout`` runs, the largest by the expression ``by`` (default:
+    the form's first variable), are left out of the fit and predicted.
+    """
+
+    form: str
+    cols: dict[str, str] = Field(default_factory=dict)
+    target: str = "test_nll"
+    hyper: dict[str, Any] = Field(default_factory=dict)
+    holdout: int = Field(0, ge=0)
+    by: str | None = None
+    boot: int = Field(200, ge=0)
 
 
 class Spec(_Strict):
@@ -204,6 +232,7 @@ class Spec(_Strict):
     diagnostics: list[DiagnosticSpec] = Field(default_factory=list)
     reference: str | None = None
     metric: str = "test_accuracy"
+    scaling: ScalingSpec | None = None
 
     @field_validator("conditions")
     @classmethod
@@ -387,6 +416,7 @@ def check_components(spec: Spec) -> None:
     _check_teachers(spec, labels)
     _check_train_overrides(spec)
     _check_diagnostics(spec)
+    _check_scaling(spec)
     if spec.reference is not None and spec.reference not in labels:
         raise SpecError(
             f"spec error at reference: {spec.reference!r} is not an objective label; valid: {', '.join(labels)}"
@@ -426,8 +456,9 @@ def _check_teachers(spec: Spec, labels: list[str]) -> None:
 def objective_train(spec: Spec, objective: Objective) -> dict[str, Any]:
     """The spec's train settings with the objective's overrides, validated as a whole.
 
-    Settings added after the first release (``augment``, ``lr_schedule``, ``warmup_epochs``) are kept
-    only when set, so runs that do not use them keep the ids they had before they existed.
+    Settings added after the first release (``augment``, ``lr_schedule``, ``warmup_epochs``,
+    ``decay_fraction``) are kept only when set, so runs that do not use them keep the ids they had
+    before they existed.
     """
     out = TrainSpec(**{**spec.train.model_dump(), **(objective.train or {})}).model_dump()
     for key, default in _LATER_SETTINGS.items():
@@ -436,10 +467,14 @@ def objective_train(spec: Spec, objective: Objective) -> dict[str, Any]:
     if out.get("warmup_epochs", 0) >= out["epochs"]:
         raise SpecError(f"spec error at train.warmup_epochs: must be below epochs ({out['epochs']}), "
                         f"got {out['warmup_epochs']}")
+    wsd = out.get("lr_schedule") == "wsd"
+    if wsd and out.get("warmup_epochs", 0) + out.get("decay_fraction", 0.2) * out["epochs"] > out["epochs"]:
+        raise SpecError(f"spec error at train.decay_fraction: the wsd decay ({out['decay_fraction']} of "
+                        f"{out['epochs']} epochs) overlaps the warm-up ({out['warmup_epochs']} epochs)")
     return out
 
 
-_LATER_SETTINGS = {"augment": "none", "lr_schedule": "constant", "warmup_epochs": 0}
+_LATER_SETTINGS = {"augment": "none", "lr_schedule": "constant", "warmup_epochs": 0, "decay_fraction": 0.2}
 
 
 def _check_train_overrides(spec: Spec) -> None:
@@ -468,6 +503,22 @@ def _check_diagnostics(spec: Spec) -> None:
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise SpecError(f"spec error at diagnostics: duplicate diagnostic label(s) {', '.join(dupes)}; set `label`")
+
+
+def _check_scaling(spec: Spec) -> None:
+    """The ``scaling`` block names a registered form (with valid hyper-parameters) and only its variables."""
+    if spec.scaling is None:
+        return
+    from losslab.scaling.forms import get_form  # science layer; loaded only for specs that fit a law
+
+    try:
+        form = get_form(spec.scaling.form, **spec.scaling.hyper)
+    except ValueError as exc:
+        raise SpecError(f"spec error at scaling.form: {exc}") from None
+    extra = sorted(set(spec.scaling.cols) - set(form.variables))
+    if extra:
+        raise SpecError(f"spec error at scaling.cols: {', '.join(map(repr, extra))} is not a variable of form "
+                        f"{form.name!r}; valid: {', '.join(form.variables)}")
 
 
 def _check_trainable_losses(spec: Spec) -> None:

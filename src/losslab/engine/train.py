@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import platform
 import sys
@@ -46,6 +45,7 @@ from losslab.metrics import (
     expected_calibration_error,
     negative_log_likelihood,
 )
+from losslab.scaling.lr_schedule import decay_steps, lr_at_step
 
 EVAL_BATCH = 4096
 AUGMENT_RANK = 3  # augmentations act on images: per-sample shape (C, H, W)
@@ -179,10 +179,26 @@ def train_run(config: dict[str, Any], run_id: str, labels: dict[str, Any],
         _train(config, result, teacher_states or {})
         result.status = "done"
     except Exception as exc:  # a bad run must not take the grid down; the error is stored
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        result.error = f"{type(exc).__name__}: {exc} ({os.path.basename(last.filename)}:{last.lineno})"
+        result.error = error_text(exc)
     result.finished_at = time.time()
     return result
+
+
+def error_text(exc: BaseException) -> str:
+    """A failed run's stored error: ``Type: message (file.py:line)`` of the frame that raised."""
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} ({os.path.basename(last.filename)}:{last.lineno})"
+
+
+def check_train_loss(train_loss: float, epoch: int) -> None:
+    """Raise ``FloatingPointError`` on a non-finite epoch loss (every executor raises it here, so the text agrees)."""
+    if train_loss != train_loss or abs(train_loss) == float("inf"):
+        raise FloatingPointError(f"training diverged: non-finite loss at epoch {epoch}")
+
+
+def history_row(train_loss: float, metrics: dict[str, float]) -> dict[str, float]:
+    """An evaluated epoch's stored row: the train loss and the per-epoch metrics (final-only ones wait)."""
+    return {"train_loss": train_loss, **{k: v for k, v in metrics.items() if not _final_only(k)}}
 
 
 class InstanceBatches:
@@ -281,13 +297,12 @@ def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, 
             total += loss.detach() * len(idx)
             seen += len(idx)
         train_loss = float(total) / seen
-        if train_loss != train_loss or abs(train_loss) == float("inf"):
-            raise FloatingPointError(f"training diverged: non-finite loss at epoch {epoch}")
+        check_train_loss(train_loss, epoch)
         last = epoch == epochs
         row: dict[str, float] = {}
         if epoch % train["eval_every"] == 0 or last:
             metrics = evaluate(model, data, device, full=last)
-            row.update({"train_loss": train_loss, **{k: v for k, v in metrics.items() if not _final_only(k)}})
+            row.update(history_row(train_loss, metrics))
         row.update(diagnostics.run(model, epoch=epoch, step=step, last=last))
         if row:
             result.history.append({"epoch": epoch, **row})
@@ -304,6 +319,11 @@ class LRSchedule:
     ``W`` steps, :math:`\eta_t = \eta (t + 1) / W`, then
     :math:`\eta_t = \tfrac{\eta}{2}\big(1 + \cos(\pi (t - W) / (T - W))\big)` down to 0 at
     :math:`t = T`, for ``T`` steps in all (``W`` = ``warmup_epochs`` x steps per epoch).
+    ``wsd`` (warmup-stable-decay): the warm-up, then :math:`\eta` until the last
+    :math:`D = \mathrm{round}(\text{decay\_fraction}\cdot T)` steps, which decay linearly,
+    :math:`\eta_t = \eta (T - t) / D`. The rates come from
+    :func:`losslab.scaling.lr_schedule.lr_at_step`, the one definition the LR-annealing
+    law [273] reads a run's S1 and S2 from.
     Optimizer wrappers share their base optimizer's groups, so this reaches them too.
     """
 
@@ -312,15 +332,10 @@ class LRSchedule:
         self.kind = train.get("lr_schedule", "constant")
         self.warmup = train.get("warmup_epochs", 0) * steps_per_epoch
         self.total = train["epochs"] * steps_per_epoch
+        self.decay = decay_steps(self.total, train.get("decay_fraction", 0.2))
 
     def lr(self, step: int) -> float:
-        if self.kind == "constant" and not self.warmup:
-            return self.base
-        if step < self.warmup:
-            return self.base * (step + 1) / self.warmup
-        if self.kind == "constant":
-            return self.base
-        return 0.5 * self.base * (1.0 + math.cos(math.pi * (step - self.warmup) / (self.total - self.warmup)))
+        return lr_at_step(self.kind, step, lr=self.base, warmup=self.warmup, total=self.total, decay=self.decay)
 
     def at(self, step: int) -> None:
         if self.kind == "constant" and not self.warmup:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import csv
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,37 @@ class Table:
                 except ValueError:
                     raise ValueError(f"Expected column {name!r} of {self.source} to be numeric, but row {i + 2} "
                                      f"holds {cell!r}.") from None
+            self._cache[name] = out
+        return self._cache[name]
+
+
+class Columns(Table):
+    """Named columns given as values (floats, or text that an expression may not use).
+
+    ``lazy`` maps further column names to zero-argument functions computed on
+    first use (e.g. a parameter count that needs the model built). A column with
+    a missing value (``None`` or NaN) or a text value is a one-line ``ValueError``
+    when an expression reads it, naming the column.
+    """
+
+    def __init__(self, columns: Mapping[str, Sequence[object]], n: int, source: str = "runs",
+                 lazy: Mapping[str, Callable[[], Sequence[object]]] | None = None) -> None:
+        super().__init__(sorted({*columns, *(lazy or {})}), [], source)
+        self._values, self._lazy, self._n = dict(columns), dict(lazy or {}), n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            values = self._values[name] if name in self._values else self._lazy[name]()
+            text = next((v for v in values if isinstance(v, str)), None)
+            if text is not None:
+                raise ValueError(f"Expected column {name!r} of {self.source} to be numeric, but it holds {text!r}.")
+            out = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+            if np.isnan(out).any():
+                raise ValueError(f"Expected column {name!r} of {self.source} to have a value for every row, but "
+                                 f"{int(np.isnan(out).sum())} of {out.size} have none.")
             self._cache[name] = out
         return self._cache[name]
 

@@ -5,6 +5,8 @@ See :func:`losslab.scaling.forms.lr_annealing` for the law itself.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -111,3 +113,84 @@ def wsd_schedule(steps: int, peak: float, *, decay_fraction: float = 0.2, final:
     n_decay = min(n, int(round(decay_fraction * steps)))
     decay = peak + (final - peak) * np.arange(1, n_decay + 1) / n_decay if n_decay else np.empty(0)
     return _with_warmup(np.concatenate([np.full(n - n_decay, float(peak)), decay]), peak, warmup)
+
+
+# ----------------------------------------------------------------------------- the engine's schedules
+ENGINE_SCHEDULES = ("constant", "cosine", "wsd")
+
+
+def decay_steps(total: int, decay_fraction: float) -> int:
+    """Steps of the WSD decay phase: ``max(1, round(decay_fraction * total))``."""
+    return max(1, int(round(decay_fraction * total)))
+
+
+def lr_at_step(kind: str, step: int, *, lr: float, warmup: int, total: int, decay: int = 1) -> float:
+    r"""The learning rate the engine uses before optimizer step ``step`` (0-based) of ``total``.
+
+    The single definition behind ``train.lr_schedule`` (the engine's ``LRSchedule``
+    calls it) and behind :func:`training_schedule`, so S1 and S2 of a stored run
+    come from exactly the rates it trained with. After a linear warm-up
+    :math:`\eta_t = \eta (t + 1) / W` for :math:`t < W`:
+
+    .. math::
+        \text{constant: } \eta_t = \eta, \qquad
+        \text{cosine: } \eta_t = \tfrac{\eta}{2}\big(1 + \cos(\pi (t - W) / (T - W))\big), \qquad
+        \text{wsd: } \eta_t = \eta \min\big(1, (T - t) / D\big)
+
+    so WSD is stable at :math:`\eta` and decays linearly over its last ``D`` steps,
+    reaching :math:`\eta / D` at the last step (as cosine, it would reach 0 at ``t = T``).
+
+    Args:
+        kind: ``"constant"``, ``"cosine"`` or ``"wsd"``.
+        step: 0-based step, ``0 <= step < total``.
+        lr: peak learning rate.
+        warmup: warm-up steps ``W`` (0: none), below ``total``.
+        total: all steps ``T`` of the run.
+        decay: WSD decay steps ``D`` (:func:`decay_steps`); ignored by the others.
+
+    Example:
+        >>> [round(lr_at_step("wsd", t, lr=1.0, warmup=0, total=4, decay=2), 3) for t in range(4)]
+        [1.0, 1.0, 1.0, 0.5]
+    """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if kind == "constant":
+        return lr
+    if kind == "cosine":
+        return 0.5 * lr * (1.0 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+    if kind == "wsd":
+        return lr * min(1.0, (total - step) / decay)
+    raise ValueError(f"Expected `kind` to be one of {', '.join(ENGINE_SCHEDULES)}, but got {kind!r}.")
+
+
+def training_schedule(train: Mapping[str, Any], steps_per_epoch: int) -> np.ndarray:
+    """Every step's learning rate of a run with the engine's ``train`` settings (a run config's ``train``).
+
+    Reads ``lr``, ``epochs`` and the optional ``lr_schedule`` (``"constant"``),
+    ``warmup_epochs`` (0) and ``decay_fraction`` (0.2); pass the result to
+    :func:`annealing_areas` for S1 and S2.
+
+    Returns:
+        ``(epochs * steps_per_epoch,)`` learning rates.
+
+    Raises:
+        ValueError: on an unknown schedule, missing ``lr``/``epochs`` or a bad ``steps_per_epoch``.
+
+    Example:
+        >>> training_schedule({"lr": 1.0, "epochs": 2, "lr_schedule": "wsd", "decay_fraction": 0.5}, 2).tolist()
+        [1.0, 1.0, 1.0, 0.5]
+    """
+    if not isinstance(train, Mapping) or "lr" not in train or "epochs" not in train:
+        fail("train", "a mapping with `lr` and `epochs` (a run config's `train`)", type(train).__name__)
+    kind = train.get("lr_schedule", "constant")
+    if kind not in ENGINE_SCHEDULES:
+        fail("train['lr_schedule']", f"one of {', '.join(ENGINE_SCHEDULES)}", repr(kind))
+    spe = int(check_number(steps_per_epoch, "steps_per_epoch", low=1, integer=True))
+    total = int(check_number(train["epochs"], "train['epochs']", low=1, integer=True)) * spe
+    warmup = int(check_number(train.get("warmup_epochs", 0), "train['warmup_epochs']", low=0, integer=True)) * spe
+    if warmup >= total:
+        fail("train['warmup_epochs']", "fewer warm-up steps than steps in all", f"{warmup} of {total}")
+    decay = decay_steps(total, check_number(train.get("decay_fraction", 0.2), "train['decay_fraction']",
+                                            low=0.0, high=1.0, low_open=True))
+    lr = check_number(train["lr"], "train['lr']", low=0.0, low_open=True)
+    return np.array([lr_at_step(kind, t, lr=lr, warmup=warmup, total=total, decay=decay) for t in range(total)])

@@ -34,6 +34,7 @@ class HoldoutResult:
     held_out: np.ndarray
     predicted: np.ndarray
     observed: np.ndarray
+    held_data: Mapping[str, np.ndarray] | None = None  # the form's variables at the held-out runs
 
     @property
     def rel_error(self) -> np.ndarray:
@@ -43,6 +44,38 @@ class HoldoutResult:
     @property
     def mean_abs_rel_error(self) -> float:
         return float(np.mean(np.abs(self.rel_error)))
+
+    def boot_predictions(self) -> np.ndarray:
+        """``(B', k)`` predictions at the held-out runs of each converged bootstrap replicate.
+
+        Raises:
+            ValueError: if the fit has no bootstrap (``n_boot=0``) or none of it converged.
+        """
+        if self.fit.boot is None or self.held_data is None:
+            raise ValueError("Expected a held-out fit with bootstrap samples (pass n_boot > 0), but got none.")
+        ok = self.fit.boot[~np.isnan(self.fit.boot).any(axis=1)]
+        if ok.shape[0] == 0:
+            raise ValueError("Expected at least one converged bootstrap replicate, but none converged.")
+        names = list(self.fit.boot_names)
+        params = {p: ok[:, names.index(p)][:, None] for p in self.fit.form.param_names}
+        with np.errstate(all="ignore"):
+            return np.asarray(self.fit.form.predict(self.held_data, params), dtype=float).reshape(ok.shape[0], -1)
+
+    def prediction_band(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile bootstrap interval of the prediction at each held-out run: two ``(k,)`` arrays."""
+        check_number(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
+        lo, hi = np.nanquantile(self.boot_predictions(), [(1 - level) / 2, (1 + level) / 2], axis=0)
+        return lo, hi
+
+    def error_ci(self, level: float = 0.95) -> tuple[float, float]:
+        r"""Percentile bootstrap interval of the mean absolute relative held-out error.
+
+        Each replicate's predictions give :math:`\frac1k\sum_i |\hat f_b(x_i) - y_i| / y_i`.
+        """
+        check_number(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
+        err = np.mean(np.abs(self.boot_predictions() - self.observed) / np.abs(self.observed), axis=1)
+        lo, hi = np.nanquantile(err, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
 
 
 def leave_largest_out(
@@ -93,8 +126,8 @@ def leave_largest_out(
     if fit_kwargs.get("groups") is not None:  # run labels follow their rows
         fit_kwargs["groups"] = np.asarray(fit_kwargs["groups"])[keep]
     result = fit(form_, {name: col[keep] for name, col in cols.items()}, y[keep], **fit_kwargs)
-    predicted = result.predict({name: col[held] for name, col in cols.items()})
-    return HoldoutResult(result, held, predicted, y[held])
+    held_data = {name: col[held] for name, col in cols.items()}
+    return HoldoutResult(result, held, result.predict(held_data), y[held], held_data)
 
 
 def _sizes(data: Mapping[str, Any], by: str | Any, n: int) -> np.ndarray:

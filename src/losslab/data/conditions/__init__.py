@@ -14,6 +14,7 @@ from losslab.data.conditions.imbalance import long_tail, long_tail_counts
 from losslab.data.conditions.late_stopping import first_k_epoch_learning, late_stopping, track_fkl
 from losslab.data.conditions.noise import MAPPING_PRESETS, asymmetric_noise, parse_mapping, symmetric_noise
 from losslab.data.conditions.pruning import prune_by_score
+from losslab.data.conditions.subsample import subsample
 
 __all__ = [
     "MAPPING_PRESETS",
@@ -23,5 +24,6 @@ __all__ = [
     "long_tail_counts",
     "make_bags",
     "parse_mapping",
+    "subsample",
     "symmetric_noise",
 ]
