@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -64,8 +64,14 @@ def build_data(config: dict[str, Any]) -> SplitData:
     seed, so it is cached per process: a costly condition (Late Stopping
     trains models to clean the labels) runs once, not once per objective.
     """
-    return _conditioned(json.dumps(config["dataset"], sort_keys=True),
+    data = _conditioned(json.dumps(config["dataset"], sort_keys=True),
                         json.dumps(config["conditions"], sort_keys=True), config["seed"])
+    if config.get("validation"):  # tuning trials only: evaluate on held-out training samples, never the test split
+        from losslab.data.splits import validation_split
+
+        generator = make_generator(derive_seed(config["seed"], "validation"))
+        data = validation_split(data, fraction=config["validation"], generator=generator)
+    return data
 
 
 @functools.lru_cache(maxsize=4)
@@ -167,17 +173,28 @@ def environment() -> dict[str, Any]:
     }
 
 
+class StopRun(Exception):
+    """Raised by an ``on_epoch`` callback to end a run early (a pruned tuning trial); not a failure."""
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
 def train_run(config: dict[str, Any], run_id: str, labels: dict[str, Any],
-              teacher_states: dict[str, bytes] | None = None) -> RunResult:
+              teacher_states: dict[str, bytes] | None = None, *, on_epoch: EpochCallback | None = None) -> RunResult:
     """Run one config to completion; any exception becomes a failed RunResult, never a crash.
 
     ``teacher_states`` maps teacher run ids to their stored weights (:meth:`Store.checkpoint`).
+    ``on_epoch(epoch, row)`` sees each stored history row as it is made; it may raise
+    :class:`StopRun`, which ends the run and propagates to the caller.
     """
     started = time.time()
     result = RunResult(run_id, "failed", config, labels, environment=environment(), started_at=started)
     try:
-        _train(config, result, teacher_states or {})
+        _train(config, result, teacher_states or {}, on_epoch)
         result.status = "done"
+    except StopRun:
+        raise
     except Exception as exc:  # a bad run must not take the grid down; the error is stored
         result.error = error_text(exc)
     result.finished_at = time.time()
@@ -264,7 +281,8 @@ def build_teachers(config: dict[str, Any], data: SplitData, model: nn.Module, de
     return [load_teacher(states[rid], data, device, rid) for rid in teacher["runs"]]
 
 
-def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, bytes]) -> None:
+def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, bytes],
+           on_epoch: EpochCallback | None = None) -> None:
     train = config["train"]
     device = torch.device(train["device"])
     data = build_data(config)
@@ -306,6 +324,8 @@ def _train(config: dict[str, Any], result: RunResult, teacher_states: dict[str, 
         row.update(diagnostics.run(model, epoch=epoch, step=step, last=last))
         if row:
             result.history.append({"epoch": epoch, **row})
+            if on_epoch is not None:
+                on_epoch(epoch, row)
     result.final = {"train_loss": train_loss, **metrics}
     if (record := diagnostics.record()) is not None:
         result.records.append(record)
