@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/losslab run examples/noisy-labels.yaml --store sqlite:///results/noisy-labels.db --workers 2
-	$(BIN)/losslab report examples/noisy-labels.yaml --store sqlite:///results/noisy-labels.db
+	$(BIN)/losslab report examples/noisy-labels.yaml --store sqlite:///results/noisy-labels.db --html results/noisy-labels.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 src tests

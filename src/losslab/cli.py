@@ -57,7 +57,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _existing_store(url: str) -> Store | None:
-    """The store at ``url``, or None when a SQLite file does not exist yet (nothing is created)."""
+    """The store at ``url``, or None when there is none yet (no SQLite file, or a database without losslab tables).
+
+    Nothing is created. A URL that cannot be opened (malformed, no driver, server unreachable, bad credentials,
+    no such database) raises StoreError: one line naming `--store`, within the connect timeout.
+    """
     try:
         return Store(url, create=False)
     except StoreMissing:
@@ -148,6 +152,9 @@ def report(
     milestone: list[str] = typer.Option([], "--milestone", metavar="METRIC=LEVEL",
                                         help="Also report the first epoch each run reached METRIC >= LEVEL "
                                              "(e.g. test_accuracy=0.99); repeatable."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="PATH",
+                                        help="Also write a self-contained HTML report (figures, tests, curves, "
+                                             "environment, spec) to PATH (.html)."),
 ) -> None:
     """The ranked table: mean and 95% CI across seeds, and the paired difference to the reference."""
     from losslab.engine.curves import last_values, milestones, series
@@ -155,6 +162,7 @@ def report(
 
     with user_errors():
         levels = [_milestone_arg(m) for m in milestone]
+        page = _html_report(spec_path, store_url, html) if html is not None else None
         spec, plan = _plan(spec_path)
         store = _existing_store(store_url)
         finals = store.final_metrics(r.run_id for r in plan) if store else {}
@@ -165,6 +173,14 @@ def report(
         data = series(plan, store) if store and (diag_labels or levels) else {}
         diags = last_values(plan, data, diag_labels) if diag_labels else {}
         marks = {f"{m}={lv:g}": milestones(plan, data, m, lv) for m, lv in levels}
+        if html is not None and page is not None:  # written after every check passed, before any output
+            from losslab.report import write_html
+
+            try:
+                write_html(html, page)
+            except OSError as exc:  # the folder went away or filled up since the check: nothing was left behind
+                raise ValueError(f"cannot write `--html` {str(html)!r}: {exc.strerror or exc}") from None
+            err_console.print(f"wrote {html}", highlight=False)
     if as_json:
         from losslab.engine.curves import milestone_dict
 
@@ -200,6 +216,15 @@ def report(
         console.print(table)
     _print_diagnostics(diags)
     _print_milestones(marks)
+
+
+def _html_report(spec_path: Path, store_url: str, html: Path) -> str:
+    """The HTML report of SPEC, built before anything is printed or written (a bad PATH or an empty store
+    stops the command with one line and no file)."""
+    from losslab.report import ReportData, build_report, check_html_path
+
+    check_html_path(html)
+    return build_report(ReportData.load(spec_path, store_url))
 
 
 def _milestone_arg(text: str) -> tuple[str, float]:
