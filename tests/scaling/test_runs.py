@@ -163,3 +163,27 @@ def test_config_columns_flatten_numeric_settings():
     assert cols["model.width"] == 4 and cols["subsample.fraction"] == 0.5 and cols["train.lr"] == 0.01
     assert cols["model.activation"] == "relu" and cols["dataset.num_samples"] == SAMPLES
     assert "seed" not in cols
+
+
+def test_the_html_report_carries_the_same_fit_as_the_cli(stored, tmp_path):
+    import base64
+    import io
+    import json
+    import re
+
+    from PIL import Image, ImageStat
+
+    path, url = stored
+    page = tmp_path / "report.html"
+    res = runner.invoke(app, ["report", str(path), "--store", url, "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    html = page.read_text()
+    section = html[html.index('id="scaling"'):]
+    section = section[:section.index("</section>")]
+    cli = json.loads(runner.invoke(app, ["scaling", "fit", "--spec", str(path), "--store", url, "--json"]).stdout)
+    # the page's held-out table shows the CLI's predictions, to the digits it prints
+    for pred in cli["holdout"]["predicted"]:
+        assert f"{pred:.4g}" in section
+    (uri,) = re.findall(r'src="data:image/png;base64,([^"]+)"', section)
+    img = Image.open(io.BytesIO(base64.b64decode(uri))).convert("L")
+    assert ImageStat.Stat(img).stddev[0] > 8  # a drawn figure, not a blank canvas

@@ -16,8 +16,11 @@ from losslab.report.sections import Section, SectionFn, default_sections
 
 
 def build_report(data: ReportData, *, extra: tuple[SectionFn, ...] = ()) -> str:
-    """The report document for ``data``: the default sections, with ``extra`` ones before the environment."""
-    return render(data, default_sections(extra))
+    """The report document for ``data``: the default sections, the scaling-law fit when the spec has a
+    ``scaling:`` block, and ``extra`` ones, before the environment."""
+    from losslab.report.scaling import scaling_fit
+
+    return render(data, default_sections((scaling_fit, *extra)))
 
 
 __all__ = ["ReportData", "Section", "SectionFn", "build_report", "check_html_path", "default_sections", "write_html"]

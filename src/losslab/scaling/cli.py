@@ -26,7 +26,7 @@ import numpy as np
 import typer
 
 from losslab.scaling.expr import Table, evaluate, read_csv
-from losslab.scaling.fitting import drop_highest, fit
+from losslab.scaling.fitting import Fit, drop_highest, fit
 from losslab.scaling.forms import Form, get_form
 from losslab.scaling.validate import HoldoutResult, leave_largest_out
 
@@ -120,6 +120,26 @@ def _job(csv_path: Path | None, spec_path: Path | None, store_url: str, form_nam
                 n_boot if n_boot is not None else (block.boot if block else 200), source)
 
 
+def spec_job(spec_path: Path, store_url: str) -> _Job:
+    """The fit a spec's ``scaling:`` block describes, on its stored runs (the HTML report's scaling section)."""
+    return _job(None, spec_path, store_url, None, {}, None, {}, None, None, None)
+
+
+def run_job(job: _Job, *, drop: int = 0, seed: int = 0) -> tuple[dict[str, Any], Any, Fit, HoldoutResult | None]:
+    """Fit ``job``: ``(data, y, fit, held)``, with ``held`` the leave-largest-out result when it holds some out."""
+    data = _columns(job.form, job.cols, job.table)
+    y = evaluate(job.target, job.table)
+    if drop:
+        if job.holdout:
+            raise ValueError("Expected either `--drop-highest` or `--holdout`, but got both.")
+        data, y = drop_highest(data, y, drop)
+    if job.holdout:
+        sizes = evaluate(job.by, job.table) if job.by else data[job.form.variables[0]]
+        held = leave_largest_out(job.form, data, y, by=sizes, k=job.holdout, n_boot=job.n_boot, seed=seed)
+        return data, y, held.fit, held
+    return data, y, fit(job.form, data, y, n_boot=job.n_boot, seed=seed), None
+
+
 @scaling_app.command("fit")
 def fit_command(
     csv_path: Path | None = typer.Argument(None, metavar="[CSV]", help="CSV file with a header row "
@@ -154,20 +174,8 @@ def fit_command(
         cols = _pairs(col, "--col")
         job = _job(csv_path, spec_path, store_url, form_name, cols, target, _pairs(hyper, "--hyper"), holdout,
                    by, n_boot)
-        data = _columns(job.form, job.cols, job.table)
-        y = evaluate(job.target, job.table)
-        if drop:
-            data, y = drop_highest(data, y, drop)
         start = time.perf_counter()
-        held = None
-        if job.holdout:
-            sizes = evaluate(job.by, job.table) if job.by else data[job.form.variables[0]]
-            if drop:
-                raise ValueError("Expected either `--drop-highest` or `--holdout`, but got both.")
-            held = leave_largest_out(job.form, data, y, by=sizes, k=job.holdout, n_boot=job.n_boot, seed=seed)
-            result = held.fit
-        else:
-            result = fit(job.form, data, y, n_boot=job.n_boot, seed=seed)
+        data, y, result, held = run_job(job, drop=drop, seed=seed)
         wall = time.perf_counter() - start
         out = result.to_dict(level)
         if held is not None:
