@@ -122,7 +122,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
     spec["train"]["epochs"] = 8
     path = write_spec(tmp_path / "kill.yaml", spec)
     url = f"sqlite:///{tmp_path}/k.db"
-    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--store", url]
+    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--executor", "local", "--store", url]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300  # generous: under a loaded parallel suite a run can take many seconds
     while time.time() < deadline and proc.poll() is None and _stored_runs(tmp_path / "k.db") < 2:
@@ -160,8 +160,8 @@ def test_terminated_run_stops_its_workers(tmp_path):
     spec["conditions"], spec["seeds"] = [], 10
     spec["train"]["epochs"] = 40
     path = write_spec(tmp_path / "term.yaml", spec)
-    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--store", f"sqlite:///{tmp_path}/t.db",
-           "--workers", "2"]
+    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--executor", "local",
+           "--store", f"sqlite:///{tmp_path}/t.db", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and _stored_runs(tmp_path / "t.db") < 1:

@@ -51,7 +51,7 @@ def test_sixty_runs_survive_five_random_kills_each_stored_once(tmp_path):
     spec["train"]["epochs"] = 2
     path = write_spec(tmp_path / "soak.yaml", spec)
     db = tmp_path / "soak.db"
-    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--store", f"sqlite:///{db}"]
+    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--executor", "local", "--store", f"sqlite:///{db}"]
     rng = random.Random(20261123)
     kills, stored_at_kill = 0, []
     while kills < KILLS:

@@ -35,6 +35,7 @@ err_console = Console(stderr=True)
 
 StoreOpt = typer.Option(DEFAULT_STORE, "--store", help="SQLAlchemy database URL.", envvar="LOSSLAB_STORE")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
+EXECUTORS = ("auto", "local", "vmap")
 
 
 @contextmanager
@@ -73,13 +74,20 @@ def run(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="YAML experiment spec."),
     store_url: str = StoreOpt,
     workers: int = typer.Option(1, "--workers", min=1, max=256, help="Local worker processes."),
+    executor: str = typer.Option("auto", "--executor", metavar="auto|local|vmap",
+                                 help="vmap: runs that differ only in seed and numeric hyper-parameters train "
+                                      "as one stacked model (the rest sequentially); local: every run on its "
+                                      "own; auto (default): vmap wherever the grid allows."),
 ) -> None:
     """Run every pending run of SPEC and store the results (finished runs are skipped)."""
     from losslab.engine.executor import execute, missing_teachers, pending_runs, teacher_runs
+    from losslab.engine.packing import PackPlan, plan_packs
     from losslab.engine.preflight import preflight
     from losslab.engine.train import clear_data_cache
 
     with user_errors():
+        if executor not in EXECUTORS:
+            raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, but got {executor!r}")
         spec, plan = _plan(spec_path)
         existing = _existing_store(store_url)
         missing = missing_teachers(plan, existing) if existing is not None else sorted(
@@ -93,8 +101,11 @@ def run(
             clear_data_cache()
         store = Store(store_url)
         todo = pending_runs(plan, store)
+    packing = plan_packs(todo) if executor != "local" and todo else PackPlan()
     console.print(f"[bold]{spec.name}[/]: {len(plan)} runs, {len(plan) - len(todo)} already stored, "
                   f"{len(todo)} to run with {workers} worker(s).")
+    if executor != "local" and todo:
+        console.print(f"executor {executor}: {packing.describe()}.", markup=False, highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # `kill` (SIGTERM) takes the same path as Ctrl-C, so the worker processes are stopped, not orphaned.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -108,7 +119,7 @@ def run(
                     progress.console.print(f"[red]failed[/] {result.run_id} {result.labels}: {result.error}",
                                            markup=True, highlight=False)
 
-            summary = execute(todo, store, workers=workers, on_result=on_result)
+            summary = execute(todo, store, workers=workers, on_result=on_result, packs=packing.packs)
     except KeyboardInterrupt:
         done = sum(1 for s in store.statuses(r.run_id for r in plan).values() if s == "done")
         err_console.print(f"interrupted: {done}/{len(plan)} runs stored; run the same command to resume.")

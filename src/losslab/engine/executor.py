@@ -9,6 +9,10 @@ claimed in the store before it starts, with a lease the claiming process
 renews while it trains. Others skip a claimed run, wait for its result, and
 take it over only if the lease expires (its owner was killed), so no run is
 trained twice and no dead process blocks one for ever.
+
+Packs (:mod:`losslab.engine.packing`) train first, in this process, each as
+one stacked model (:mod:`losslab.engine.vmap`); every member is claimed
+before its pack starts and stored as an ordinary run.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
 import torch
 
+from losslab.engine.packing import Pack
 from losslab.engine.plan import RunSpec
 from losslab.engine.store import RunResult, Store
 from losslab.engine.train import train_run
@@ -154,6 +160,12 @@ class _Schedule:
         self.waiting = keep
         return ready, blocked
 
+    def reserve(self, runs: list[RunSpec]) -> None:
+        """Hand ``runs`` out now, outside :meth:`take` (a pack trains them); they count as in flight."""
+        ids = {r.run_id for r in runs}
+        self.waiting = [r for r in self.waiting if r.run_id not in ids]
+        self.inflight |= ids
+
 
 def execute(
     runs: list[RunSpec],
@@ -162,8 +174,12 @@ def execute(
     workers: int = 1,
     on_result: Callable[[RunResult, bool], None] | None = None,
     lease_s: float | None = None,
+    packs: Sequence[Pack] = (),
 ) -> ExecutionSummary:
     """Train ``runs`` with a local process pool (in-process for one worker) and store each result.
+
+    ``packs`` (from :func:`losslab.engine.packing.plan_packs`, their runs a part
+    of ``runs``) train first, vectorized in this process; the rest as before.
 
     A student starts only after its teachers are stored (their weights travel
     with the task); workers only compute, the parent is the single writer.
@@ -229,6 +245,9 @@ def execute(
         return False
 
     try:
+        for pack in packs:
+            schedule.reserve(pack.runs)
+            _run_pack(pack, claim, record)
         if workers <= 1 or len(runs) <= 1:
             while ready := take() or settle_elsewhere():
                 for run, states in ready:
@@ -239,6 +258,29 @@ def execute(
         return summary
     finally:
         leases.close()
+
+
+def _run_pack(pack: Pack, claim: Callable[[RunSpec], bool], record: Callable[[RunResult], None]) -> None:
+    """Claim the pack's members, train those claimed together (one alone trains as usual), store each."""
+    mine = [m for m in pack.members if claim(m.run)]  # the others wait with the runs other processes hold
+    if len(mine) < 2:
+        for m in mine:
+            record(_work(m.run, {}))
+        return
+    from losslab.engine.vmap import train_pack
+
+    try:
+        results = train_pack(Pack(mine))
+    except Exception as exc:  # the pack as a whole could not train: its members still must, one by one
+        warnings.warn(f"a vectorized pack of {len(mine)} runs failed ({type(exc).__name__}: {exc}); "
+                      "training them sequentially", RuntimeWarning, stacklevel=2)
+        results = None
+    if results is None:
+        for m in mine:
+            record(_work(m.run, {}))
+        return
+    for result in results:
+        record(result)
 
 
 def _run_pool(workers: int, take: Callable[[], list], settle: Callable[[], list], claim: Callable[[RunSpec], bool],
