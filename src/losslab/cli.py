@@ -424,6 +424,58 @@ def plot(
     console.print(f"wrote {out}")
 
 
+@app.command()
+def tune(
+    spec_path: Path = typer.Argument(..., metavar="SPEC"),
+    trials: int = typer.Option(..., "--trials", help="Finished (complete or pruned) trials the study should "
+                               "reach, counted over every worker and earlier call."),
+    store_url: str = StoreOpt,
+    objective: Optional[str] = typer.Option(None, "--objective", help="Objective label to tune (default: the "
+                                            "spec's first)."),
+    param: list[str] = typer.Option([], "--param", metavar="NAME", help="Tune only these (loss.q, sam.rho, "
+                                    "confidence_penalty.weight, train.lr, ...); default: every objective "
+                                    "hyper-parameter. Repeatable."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Validation metric (default: the spec's)."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="maximize or minimize (default: from "
+                                            "the metric)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: SPEC-name:objective)."),
+    pruner: str = typer.Option("median", "--pruner", help="median, hyperband or none."),
+    validation: float = typer.Option(0.2, "--validation", help="Share of the training split held out to score "
+                                     "trials; the test split is never used."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds averaged per trial."),
+    sampler_seed: Optional[int] = typer.Option(None, "--sampler-seed", help="Seed of the TPE sampler."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Tune an objective's hyper-parameters with Optuna; the study lives in the store's database and resumes."""
+    from losslab.engine.executor import lease_seconds
+    from losslab.tune import tune as run_tune
+
+    with user_errors():
+        spec, plan = _plan(spec_path)
+
+        def progress(trial: Any) -> None:
+            if not as_json:
+                value = "" if trial.value is None else f" {trial.value:.4f}"
+                console.print(f"trial {trial.number}: {trial.state.name.lower()}{value} {trial.params}",
+                              markup=False, highlight=False)
+
+        result = run_tune(spec, plan, store_url, trials=trials, objective=objective, params=param or None,
+                          metric=metric, direction=direction, study_name=study, pruner=pruner,
+                          validation=validation, seeds=seeds, sampler_seed=sampler_seed,
+                          lease_s=lease_seconds(), on_trial=progress)
+    if as_json:
+        print(json.dumps(result.as_dict(), default=_json_default))
+        return
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
+    console.print(f"study {result.study}: {counts}", markup=False, highlight=False)
+    console.print("search space: " + "; ".join(result.space), markup=False, highlight=False)
+    if result.best_value is None:
+        console.print("no complete trial yet", markup=False)
+    else:
+        console.print(f"best: trial {result.best_trial}, validation {result.metric} {result.best_value:.4f}, "
+                      f"{result.best_params}", markup=False, highlight=False)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, float) and math.isnan(obj):
         return None
