@@ -25,8 +25,9 @@ def test_every_part_of_a_composed_objective_is_searched_within_its_declared_rang
     dims = {d.name: d for d in search_space(_config(COMPOSED))}
     assert {"loss.q", "confidence_penalty.beta", "confidence_penalty.weight", "mixup.alpha", "sam.rho",
             "train.lr", "train.weight_decay"} <= dims.keys()
-    q = REGISTRY.get("loss", "gce").hyper["q"]  # (0, 1]: open at 0, closed at 1
-    assert 0 < dims["loss.q"].low < 1e-300 and dims["loss.q"].high == q.high
+    q = REGISTRY.get("loss", "gce").hyper["q"]  # (0, 1]: 300 decades on a log scale, so two around the spec's 0.5
+    assert dims["loss.q"].log and dims["loss.q"].low == pytest.approx(0.005) and dims["loss.q"].high == q.high
+    assert dims["mixup.alpha"].low > 0  # never the open end itself
     assert dims["sam.adaptive"].kind == "categorical" and dims["sam.adaptive"].choices == (False, True)
     assert dims["confidence_penalty.weight"].log and dims["confidence_penalty.weight"].low == pytest.approx(1e-3)
     assert "confidence_penalty.threshold" not in dims  # an unset optional number is not searched

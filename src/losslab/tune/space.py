@@ -7,7 +7,9 @@ hyper-parameters with a type and a valid range in the registry. A
 never propose a value the component would refuse:
 
 - both bounds: uniform over them (log-uniform when they are positive and span
-  two decades or more), open ends moved to the next float inward;
+  two decades or more), open ends moved to the next float inward; a range
+  that spans four decades or more, such as ``(0, 1]``, is searched
+  log-uniformly over two decades either side of the spec's value, inside it;
 - one bound: the declared side, and two decades beyond the spec's value on the
   other (log-uniform when the value is positive and the bound is not below 0);
 - no bound: the spec's value ± 10·max(1, |value|);
@@ -67,6 +69,9 @@ def _range(h: Hyper, value: float, integer: bool) -> tuple[float, float, bool]:
         high = None if high is None else (high - 1 if h.high_open else high)
     spread = 10.0 * max(1.0, abs(value))
     if low is not None and high is not None:
+        if value > 0 and low >= 0 and high / max(low, 1e-300) >= 1e4:
+            # A range like (0, 1] spans 300 decades on a log scale: search two around the spec's value.
+            return max(low, (math.ceil(value / 100) if integer else value / 100)), min(high, value * 100), True
         return low, high, low > 0 and high / low >= 100
     if low is not None:
         if value > 0 and low >= 0:
