@@ -35,7 +35,7 @@ err_console = Console(stderr=True)
 
 StoreOpt = typer.Option(DEFAULT_STORE, "--store", help="SQLAlchemy database URL.", envvar="LOSSLAB_STORE")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
-EXECUTORS = ("auto", "local", "vmap")
+EXECUTORS = ("auto", "local", "vmap", "ray")
 
 
 @contextmanager
@@ -57,6 +57,16 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _masked(url: str) -> str:
+    """The store URL as printed: any password replaced by ***."""
+    from losslab.engine.store_backend import parse_url, shown
+
+    try:
+        return shown(parse_url(url))
+    except Exception:  # a malformed URL carries no password worth hiding; show it as given
+        return url
+
+
 def _existing_store(url: str) -> Store | None:
     """The store at ``url``, or None when there is none yet (no SQLite file, or a database without losslab tables).
 
@@ -74,10 +84,18 @@ def run(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="YAML experiment spec."),
     store_url: str = StoreOpt,
     workers: int = typer.Option(1, "--workers", min=1, max=256, help="Local worker processes."),
-    executor: str = typer.Option("auto", "--executor", metavar="auto|local|vmap",
+    executor: str = typer.Option("auto", "--executor", metavar="auto|local|vmap|ray",
                                  help="vmap: runs that differ only in seed and numeric hyper-parameters train "
                                       "as one stacked model (the rest sequentially); local: every run on its "
-                                      "own; auto (default): vmap wherever the grid allows."),
+                                      "own; auto (default): vmap wherever the grid allows; ray: Ray tasks "
+                                      "(packs as in vmap), on --address or a local cluster."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="auto|HOST:PORT",
+                                          help="--executor ray: the cluster to join (auto: RAY_ADDRESS or the one "
+                                               "`ray start` ran here); default: a local cluster for this command."),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="--executor ray: CPUs each run (or pack) "
+                                                                   "requests; it trains with that many threads."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="--executor ray: GPUs each run (or pack) "
+                                                                   "requests (train.device: cuda needs them)."),
 ) -> None:
     """Run every pending run of SPEC and store the results (finished runs are skipped)."""
     from losslab.engine.executor import execute, missing_teachers, pending_runs, teacher_runs
@@ -88,22 +106,36 @@ def run(
     with user_errors():
         if executor not in EXECUTORS:
             raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, but got {executor!r}")
+        ray_opts = {"--address": address is not None, "--cpus-per-run": cpus_per_run != 1.0,
+                    "--gpus-per-run": gpus_per_run != 0.0, "--workers": workers != 1}
+        if executor == "ray" and ray_opts["--workers"]:
+            raise ValueError("--workers is for the local executor; with --executor ray the cluster's size "
+                             "sets the parallelism (see --cpus-per-run)")
+        if executor != "ray" and any(v for k, v in ray_opts.items() if k != "--workers"):
+            raise ValueError(f"{', '.join(k for k, v in ray_opts.items() if v and k != '--workers')} "
+                             "need(s) --executor ray")
         spec, plan = _plan(spec_path)
         existing = _existing_store(store_url)
         missing = missing_teachers(plan, existing) if existing is not None else sorted(
             {t for r in plan for t in teacher_runs(r)} - {r.run_id for r in plan})
         if missing:
-            raise ValueError(f"teacher run(s) {', '.join(missing)} are not finished in store {store_url}; "
+            raise ValueError(f"teacher run(s) {', '.join(missing)} are not finished in store {_masked(store_url)}; "
                              "run the spec that trains them first (nothing was written)")
         # Data and models are checked before the store exists, so a spec that cannot run writes nothing.
         preflight(pending_runs(plan, existing) if existing is not None else plan)
+        if executor == "ray":  # a bad request or an unreachable cluster stops here, in seconds, before the store
+            from losslab.engine.ray_executor import check_address, check_resources
+
+            check_resources(cpus_per_run, gpus_per_run, plan)
+            check_address(address)
         if workers > 1:  # the workers load their own copies; the parent need not hold a large dataset
             clear_data_cache()
         store = Store(store_url)
         todo = pending_runs(plan, store)
     packing = plan_packs(todo) if executor != "local" and todo else PackPlan()
+    where = f"on Ray ({address or 'a local cluster'})" if executor == "ray" else f"with {workers} worker(s)"
     console.print(f"[bold]{spec.name}[/]: {len(plan)} runs, {len(plan) - len(todo)} already stored, "
-                  f"{len(todo)} to run with {workers} worker(s).")
+                  f"{len(todo)} to run {where}.")
     if executor != "local" and todo:
         console.print(f"executor {executor}: {packing.describe()}.", markup=False, highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -119,13 +151,20 @@ def run(
                     progress.console.print(f"[red]failed[/] {result.run_id} {result.labels}: {result.error}",
                                            markup=True, highlight=False)
 
-            summary = execute(todo, store, workers=workers, on_result=on_result, packs=packing.packs)
+            if executor == "ray":
+                from losslab.engine.ray_executor import execute_ray
+
+                with user_errors():  # the cluster went away, or cannot meet the request
+                    summary = execute_ray(todo, store, address=address, on_result=on_result, packs=packing.packs,
+                                          cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+            else:
+                summary = execute(todo, store, workers=workers, on_result=on_result, packs=packing.packs)
     except KeyboardInterrupt:
         done = sum(1 for s in store.statuses(r.run_id for r in plan).values() if s == "done")
         err_console.print(f"interrupted: {done}/{len(plan)} runs stored; run the same command to resume.")
         raise typer.Exit(130) from None
     console.print(f"done {summary.done}, failed {summary.failed}, done by another process {summary.by_others}, "
-                  f"already stored by another writer {summary.skipped}. Store: {store_url}")
+                  f"already stored by another writer {summary.skipped}. Store: {_masked(store_url)}")
     if summary.failed:
         raise typer.Exit(1)
 
@@ -299,7 +338,7 @@ def lmc(
                              f"{metric!r} and {split!r}.")
         store = _existing_store(store_url)
         if store is None:
-            raise ValueError(f"no store at {store_url}")
+            raise ValueError(f"no store at {_masked(store_url)}")
         (ida, cfg_a, state_a), (idb, cfg_b, state_b) = (_stored_model(store, r) for r in (run_a, run_b))
         for key in ("dataset", "model"):
             if cfg_a[key] != cfg_b[key]:
@@ -347,7 +386,7 @@ def soup(
             raise ValueError(f"Expected at least two runs to average, but got {len(runs)}.")
         store = _existing_store(store_url)
         if store is None:
-            raise ValueError(f"no store at {store_url}")
+            raise ValueError(f"no store at {_masked(store_url)}")
         stored = [_stored_model(store, r) for r in runs]
         ids = [rid for rid, _, _ in stored]
         if len(set(ids)) != len(ids):
@@ -418,7 +457,7 @@ def plot(
         spec, plan = _plan(spec_path)
         store = _existing_store(store_url)
         if store is None:
-            raise ValueError(f"no store at {store_url}; run the spec first")
+            raise ValueError(f"no store at {_masked(store_url)}; run the spec first")
         data = series(plan, store)
         plot_curves({m: curves(plan, data, m) for m in metric}, out, log_x=log_x)
     console.print(f"wrote {out}")
@@ -501,7 +540,7 @@ def export(
         spec, plan = _plan(spec_path)
         store = _existing_store(store_url)
         if store is None:
-            raise StoreError(f"store {store_url} does not exist")
+            raise StoreError(f"store {_masked(store_url)} does not exist")
         columns, rows = export_rows(plan, store, table)
         write_table(out, columns, rows, fmt)
     console.print(f"wrote {len(rows)} rows of {spec.name} ({table}) to {out}")
@@ -540,7 +579,7 @@ def show(
     with user_errors():
         store = _existing_store(store_url)
         if store is None:
-            raise StoreError(f"store {store_url} does not exist")
+            raise StoreError(f"store {_masked(store_url)} does not exist")
         matches = store.find(run_id)
         if len(matches) != 1:
             what = "no run" if not matches else f"{len(matches)} runs ({', '.join(matches[:5])})"
