@@ -29,6 +29,8 @@ def test_trials_reach_the_target_and_the_best_value_is_the_validation_score(tmp_
     res = tune(spec, plan, url, trials=4, params=["loss.q", "train.lr"], sampler_seed=0, pruner="none")
     assert res.counts["complete"] == 4 and res.direction == "maximize" and res.metric == "test_accuracy"
     assert 0.0 < res.best_value <= 1.0 and set(res.best_params) == {"loss.q", "train.lr"}
+    first = optuna.load_study(study_name=res.study, storage=url).trials[0]
+    assert first.params == {"loss.q": 0.7, "train.lr": TINY["train"]["lr"]}  # trial 0 is the spec's own setting
     # The trial's value is the run's accuracy on the validation split, re-trained here from the best params.
     dims = select(search_space(plan[0].config), ["loss.q", "train.lr"])
     config = {**apply(plan[0].config, res.best_params, dims), "validation": 0.2}

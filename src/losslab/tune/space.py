@@ -158,3 +158,17 @@ def apply(config: dict[str, Any], values: dict[str, Any], dims: list[Dim]) -> di
             node = node.setdefault(key, {}) if isinstance(key, str) else node[key]
         node[d.path[-1]] = values[d.name]
     return out
+
+
+def current_values(config: dict[str, Any], dims: list[Dim]) -> dict[str, Any]:
+    """Each dim's value in ``config`` (the spec's own setting), clipped into its searched range."""
+    out = {}
+    for d in dims:
+        node: Any = config
+        for key in d.path:
+            node = node.get(key) if isinstance(node, dict) else node[key]
+        if d.kind != "categorical":
+            node = min(max(node, d.low), d.high)
+            node = int(node) if d.kind == "int" else float(node)
+        out[d.name] = node
+    return out

@@ -5,7 +5,8 @@ setting, and its first ``seeds`` seeds), writes the sampled values into it,
 and trains it with a **validation split** carved out of the training data
 (:func:`losslab.data.splits.validation_split`), so the test split is never
 used to choose hyper-parameters. The trial's value is the spec's ranking
-metric on that split, averaged over the seeds. Each evaluated epoch of the
+metric on that split, averaged over the seeds. Trial 0 of a new study is the
+spec's own setting, the baseline the search has to beat. Each evaluated epoch of the
 first seed is reported to Optuna, whose pruner may stop the trial there.
 
 The study lives in the store's database through Optuna's RDB storage, so a
@@ -28,7 +29,7 @@ from typing import Any
 from losslab.core.validation import check_choice, check_number, fail
 from losslab.engine.plan import RunSpec
 from losslab.engine.spec import Spec
-from losslab.tune.space import Dim, apply, search_space, select
+from losslab.tune.space import Dim, apply, current_values, search_space, select
 
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
@@ -132,6 +133,9 @@ def tune(spec: Spec, plan: list[RunSpec], url: str, *, trials: int, objective: s
         study_name=name, storage=storage(url, lease_s), direction=direction, load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed), pruner=_pruner(optuna, pruner, runs[0].config[
             "train"]["epochs"]))
+    if not study.get_trials(deepcopy=False):
+        # The spec's own setting is trial 0, so the study always scores the baseline it has to beat.
+        study.enqueue_trial(current_values(runs[0].config, dims), skip_if_exists=True)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     todo = trials - len(study.get_trials(deepcopy=False, states=finished))
     if todo > 0:
