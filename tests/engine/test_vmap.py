@@ -222,8 +222,8 @@ def test_the_generic_vmap_route_matches_a_cnn(tmp_path):
 def test_cli_executor_choice(tmp_path):
     runner = CliRunner()
     path = write_spec(tmp_path / "tiny.yaml", TINY)
-    res = runner.invoke(app, ["run", str(path), "--store", f"sqlite:///{tmp_path}/x.db", "--executor", "ray"])
-    assert res.exit_code == 2 and "auto, local, vmap" in res.output and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["run", str(path), "--store", f"sqlite:///{tmp_path}/x.db", "--executor", "gpu"])
+    assert res.exit_code == 2 and "auto, local, vmap, ray" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.db").exists()
     out = {}
     for kind in ("vmap", "local"):
