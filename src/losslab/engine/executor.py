@@ -167,6 +167,80 @@ class _Schedule:
         self.inflight |= ids
 
 
+class Driver:
+    """The single writer's bookkeeping, shared by every executor (local pool, Ray).
+
+    It stores each result as it comes (``record``), hands out runs whose teachers
+    are stored (``take``), claims a run just before it starts (``claim``; a run
+    another process holds is set aside), and, with no local work left, waits for
+    the runs others hold, taking over any whose lease expired (``settle_elsewhere``).
+    """
+
+    def __init__(self, runs: list[RunSpec], store: Store, on_result: Callable[[RunResult, bool], None] | None,
+                 lease_s: float | None) -> None:
+        self.store, self.on_result = store, on_result
+        self.summary = ExecutionSummary()
+        self.schedule = _Schedule(runs, store)
+        self.leases = Leases(store, lease_s if lease_s is not None else lease_seconds())
+        self.elsewhere: list[RunSpec] = []  # ready, but claimed by another process
+
+    def record(self, result: RunResult) -> None:
+        stored = self.store.save(result)
+        self.leases.finished(result.run_id)
+        self.schedule.finished(result)
+        if not stored:
+            self.summary.skipped += 1
+        elif result.status == "done":
+            self.summary.done += 1
+        else:
+            self.summary.failed += 1
+        if self.on_result is not None:
+            self.on_result(result, stored)
+
+    def take(self) -> list[tuple[RunSpec, dict[str, bytes]]]:
+        ready, blocked = self.schedule.take()
+        for result in blocked:
+            self.record(result)
+        return ready
+
+    def claim(self, run: RunSpec) -> bool:
+        """Claim a run just before it starts (not when it becomes ready), so other processes share the grid."""
+        if self.leases.claim(run.run_id):
+            return True
+        self.elsewhere.append(run)
+        return False
+
+    def settle_elsewhere(self) -> list[tuple[RunSpec, dict[str, bytes]]]:
+        """With no local work left: wait for runs other processes hold, taking over any whose lease expired.
+
+        Returns runs this process has claimed (or new, unclaimed ready runs); empty when everything is settled.
+        """
+        while self.elsewhere:
+            status = self.store.statuses(r.run_id for r in self.elsewhere)
+            mine, keep = [], []
+            for run in self.elsewhere:
+                if status.get(run.run_id) == "done":
+                    result = RunResult(run.run_id, "done", run.config, _labels(run))
+                    self.schedule.finished(result)
+                    self.summary.by_others += 1
+                    if self.on_result is not None:
+                        self.on_result(result, False)
+                elif self.leases.claim(run.run_id):
+                    mine.append((run, {t: self.store.checkpoint(t) for t in teacher_runs(run)}))
+                else:
+                    keep.append(run)
+            self.elsewhere[:] = keep
+            mine += self.take()  # students whose teachers another process just stored
+            if mine:
+                return mine
+            if self.elsewhere:
+                time.sleep(min(1.0, self.leases.lease_s / 8))
+        return self.take()
+
+    def close(self) -> None:
+        self.leases.close()
+
+
 def execute(
     runs: list[RunSpec],
     store: Store,
@@ -186,63 +260,9 @@ def execute(
     A run claimed by another process is waited for, and taken over when its
     lease (``lease_s``, default :func:`lease_seconds`) expires.
     """
-    summary = ExecutionSummary()
-    schedule = _Schedule(runs, store)
-    leases = Leases(store, lease_s if lease_s is not None else lease_seconds())
-    elsewhere: list[RunSpec] = []  # ready, but claimed by another process
-
-    def record(result: RunResult) -> None:
-        stored = store.save(result)
-        leases.finished(result.run_id)
-        schedule.finished(result)
-        if not stored:
-            summary.skipped += 1
-        elif result.status == "done":
-            summary.done += 1
-        else:
-            summary.failed += 1
-        if on_result is not None:
-            on_result(result, stored)
-
-    def take() -> list[tuple[RunSpec, dict[str, bytes]]]:
-        ready, blocked = schedule.take()
-        for result in blocked:
-            record(result)
-        return ready
-
-    def settle_elsewhere() -> list[tuple[RunSpec, dict[str, bytes]]]:
-        """With no local work left: wait for runs other processes hold, taking over any whose lease expired.
-
-        Returns runs this process has claimed (or new, unclaimed ready runs); empty when everything is settled.
-        """
-        while elsewhere:
-            status = store.statuses(r.run_id for r in elsewhere)
-            mine, keep = [], []
-            for run in elsewhere:
-                if status.get(run.run_id) == "done":
-                    result = RunResult(run.run_id, "done", run.config, _labels(run))
-                    schedule.finished(result)
-                    summary.by_others += 1
-                    if on_result is not None:
-                        on_result(result, False)
-                elif leases.claim(run.run_id):
-                    mine.append((run, {t: store.checkpoint(t) for t in teacher_runs(run)}))
-                else:
-                    keep.append(run)
-            elsewhere[:] = keep
-            mine += take()  # students whose teachers another process just stored
-            if mine:
-                return mine
-            if elsewhere:
-                time.sleep(min(1.0, leases.lease_s / 8))
-        return take()
-
-    def claim(run: RunSpec) -> bool:
-        """Claim a run just before it starts (not when it becomes ready), so other processes share the grid."""
-        if leases.claim(run.run_id):
-            return True
-        elsewhere.append(run)
-        return False
+    driver = Driver(runs, store, on_result, lease_s)
+    schedule, summary = driver.schedule, driver.summary
+    record, take, claim, settle_elsewhere = driver.record, driver.take, driver.claim, driver.settle_elsewhere
 
     try:
         for pack in packs:
@@ -257,7 +277,7 @@ def execute(
         _run_pool(workers, take, settle_elsewhere, claim, record)
         return summary
     finally:
-        leases.close()
+        driver.close()
 
 
 def _run_pack(pack: Pack, claim: Callable[[RunSpec], bool], record: Callable[[RunResult], None]) -> None:

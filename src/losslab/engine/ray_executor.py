@@ -36,15 +36,7 @@ from typing import Any
 
 import torch
 
-from losslab.engine.executor import (
-    ExecutionSummary,
-    Leases,
-    _labels,
-    _Schedule,
-    _work,
-    lease_seconds,
-    teacher_runs,
-)
+from losslab.engine.executor import Driver, ExecutionSummary, _labels, _work, lease_seconds
 from losslab.engine.packing import Member, Pack
 from losslab.engine.plan import RunSpec
 from losslab.engine.store import RunResult, Store
@@ -359,65 +351,15 @@ def _drive(ray: Any, runs: list[RunSpec], store: Store, packs: list[Pack],
            on_result: Callable[[RunResult, bool], None] | None, lease_s: float,
            cpus: float, gpus: float) -> ExecutionSummary:
     """The driver loop: claim, submit, store; the same bookkeeping as :func:`losslab.engine.executor.execute`."""
-    summary = ExecutionSummary()
-    schedule = _Schedule(runs, store)
-    leases = Leases(store, lease_s)
-    elsewhere: list[RunSpec] = []  # ready, but claimed by another process
+    driver = Driver(runs, store, on_result, lease_s)
+    schedule, summary = driver.schedule, driver.summary
+    record, take, claim, settle_elsewhere = driver.record, driver.take, driver.claim, driver.settle_elsewhere
     extra = {"executor": "ray", "ray_cpus": cpus, "ray_gpus": gpus}
     threads = _threads(cpus)
     options = {"num_cpus": cpus, "num_gpus": gpus}
     run_remote = ray.remote(_run_task).options(**options)
     pack_remote = ray.remote(_pack_task).options(**options)
     inflight: dict[Any, tuple[str, list[RunSpec]]] = {}
-
-    def record(result: RunResult) -> None:
-        stored = store.save(result)
-        leases.finished(result.run_id)
-        schedule.finished(result)
-        if not stored:
-            summary.skipped += 1
-        elif result.status == "done":
-            summary.done += 1
-        else:
-            summary.failed += 1
-        if on_result is not None:
-            on_result(result, stored)
-
-    def take() -> list[tuple[RunSpec, dict[str, bytes]]]:
-        ready, blocked = schedule.take()
-        for result in blocked:
-            record(result)
-        return ready
-
-    def claim(run: RunSpec) -> bool:
-        if leases.claim(run.run_id):
-            return True
-        elsewhere.append(run)
-        return False
-
-    def settle_elsewhere() -> list[tuple[RunSpec, dict[str, bytes]]]:
-        """Nothing left to submit: wait for runs others hold, taking over any whose lease expired."""
-        while elsewhere:
-            status = store.statuses(r.run_id for r in elsewhere)
-            mine, keep = [], []
-            for run in elsewhere:
-                if status.get(run.run_id) == "done":
-                    result = RunResult(run.run_id, "done", run.config, _labels(run))
-                    schedule.finished(result)
-                    summary.by_others += 1
-                    if on_result is not None:
-                        on_result(result, False)
-                elif leases.claim(run.run_id):
-                    mine.append((run, {t: store.checkpoint(t) for t in teacher_runs(run)}))
-                else:
-                    keep.append(run)
-            elsewhere[:] = keep
-            mine += take()
-            if mine:
-                return mine
-            if elsewhere:
-                time.sleep(min(1.0, leases.lease_s / 8))
-        return take()
 
     def submit_pack(pack: Pack) -> None:
         mine = [m.run for m in pack.members if claim(m.run)]  # the others wait with the runs others hold
@@ -473,4 +415,4 @@ def _drive(ray: Any, runs: list[RunSpec], store: Store, packs: list[Pack],
                 pass
         raise
     finally:
-        leases.close()
+        driver.close()
