@@ -21,6 +21,7 @@ the lease (``LOSSLAB_LEASE_SECONDS``) runs out.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from losslab.engine.spec import Spec
 from losslab.tune.space import Dim, apply, current_values, search_space, select
 
 PRUNERS = ("median", "hyperband", "none")
+_SCHEMA_ATTEMPTS = 20
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -73,12 +75,23 @@ def storage(url: str, lease_s: float) -> Any:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 60}  # several workers may write at once
-    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna; they are what resuming needs
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            parsed.render_as_string(hide_password=False), engine_kwargs=kwargs,
-            heartbeat_interval=max(1, int(lease_s / 4)), grace_period=max(2, int(lease_s)),
-            **_retry_stale(optuna))
+    import sqlalchemy.exc
+
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna; resuming needs them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    parsed.render_as_string(hide_password=False), engine_kwargs=kwargs,
+                    heartbeat_interval=max(1, int(lease_s / 4)), grace_period=max(2, int(lease_s)),
+                    **_retry_stale(optuna))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Workers started together race to create Optuna's tables (one inserts alembic_version first, or
+            # holds SQLite's lock); the loser finds them made a moment later.
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _retry_stale(optuna: Any) -> dict[str, Any]:
