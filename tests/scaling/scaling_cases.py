@@ -67,3 +67,13 @@ def noisy_target(name: str, seed: int = 0):
 
 NAMES = ("power_law", "chinchilla", "loss_to_loss", "lr_annealing", "overtraining", "loss_to_error",
          "step_law_lr", "step_law_batch", "data_mixture")
+
+
+def one_line_error(res, *fragments):
+    """A CLI result that exited 2 with one `error:` line on stderr holding every fragment; returns the line."""
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

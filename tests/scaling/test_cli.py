@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from losslab.cli import app
+from scaling_cases import one_line_error
 
 CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinchilla_svg_extracted.csv"
 EPOCH = {"E": 1.82, "A": 482.01, "alpha": 0.3478, "B": 2085.43, "beta": 0.3658}
@@ -20,13 +21,6 @@ def _invoke(*args):
     return runner.invoke(app, ["scaling", "fit", *[str(a) for a in args]])
 
 
-def _one_line_error(res, *fragments):
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
@@ -76,35 +70,35 @@ def test_a_variable_named_like_a_column_needs_no_col(tmp_path):
 
 def test_unknown_column_lists_the_valid_ones(tiny):
     res = _invoke(tiny, "--form", "power_law", "--col", "x=train step", "--target", "val loss")
-    _one_line_error(res, "Unknown column 'train step'", "valid columns: 'run', 'train steps', 'val loss'")
+    one_line_error(res, "Unknown column 'train step'", "valid columns: 'run', 'train steps', 'val loss'")
     res = _invoke(tiny, "--form", "power_law", "--col", "x=train steps")  # default target `loss` is absent
-    _one_line_error(res, "Unknown column 'loss'", "'val loss'")
+    one_line_error(res, "Unknown column 'loss'", "'val loss'")
 
 
 def test_too_few_rows_non_positive_logs_and_bad_options(tiny, tmp_path):
     few = tmp_path / "few.csv"
     few.write_text("n,loss\n1,3\n2,2.5\n3,2.4\n")
-    _one_line_error(_invoke(few, "--form", "power_law", "--col", "x=n"), "at least 4 rows", "3 free parameters")
-    _one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x=train steps - 1000", "--target", "val loss"),
+    one_line_error(_invoke(few, "--form", "power_law", "--col", "x=n"), "at least 4 rows", "3 free parameters")
+    one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x=train steps - 1000", "--target", "val loss"),
                     "data['x']", "positive", "non-positive")
-    _one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x=train steps", "--target", "val loss - 3"),
+    one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x=train steps", "--target", "val loss - 3"),
                     "`target`", "positive")
-    _one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x=run", "--target", "val loss"),
+    one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x=run", "--target", "val loss"),
                     "column 'run'", "numeric")
-    _one_line_error(_invoke(tiny, "--form", "chinchilla", "--col", "N=train steps", "--target", "val loss"),
+    one_line_error(_invoke(tiny, "--form", "chinchilla", "--col", "N=train steps", "--target", "val loss"),
                     "none for D")
-    _one_line_error(_invoke(tiny, "--form", "power_law", "--col", "N=train steps", "--target", "val loss"),
+    one_line_error(_invoke(tiny, "--form", "power_law", "--col", "N=train steps", "--target", "val loss"),
                     "variables of 'power_law' (x)")
-    _one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x", "--target", "val loss"), "NAME=VALUE")
-    _one_line_error(_invoke(tiny, "--form", "powerlaw", "--col", "x=train steps"), "Did you mean 'power_law'")
-    _one_line_error(_invoke(tiny, "--form", "data_mixture", "--hyper", "domains=1"), "data_mixture.domains")
-    _one_line_error(_invoke(tmp_path / "missing.csv", "--form", "power_law"), "readable CSV")
+    one_line_error(_invoke(tiny, "--form", "power_law", "--col", "x", "--target", "val loss"), "NAME=VALUE")
+    one_line_error(_invoke(tiny, "--form", "powerlaw", "--col", "x=train steps"), "Did you mean 'power_law'")
+    one_line_error(_invoke(tiny, "--form", "data_mixture", "--hyper", "domains=1"), "data_mixture.domains")
+    one_line_error(_invoke(tmp_path / "missing.csv", "--form", "power_law"), "readable CSV")
 
 
 def test_non_convergence_is_reported_not_returned(tiny, monkeypatch):
     monkeypatch.setattr("losslab.scaling.fitting._converged", lambda prob, res: False)
     res = _invoke(tiny, "--form", "power_law", "--col", "x=train steps", "--target", "val loss", "--json")
-    _one_line_error(res, "did not converge", "no result is returned")
+    one_line_error(res, "did not converge", "no result is returned")
     assert res.stdout == ""
 
 

@@ -18,6 +18,7 @@ from losslab.engine.spec import SpecError, parse_spec
 from losslab.engine.store import Store
 from losslab.scaling.expr import evaluate
 from losslab.scaling.runs import config_columns, runs_table
+from scaling_cases import one_line_error
 
 runner = CliRunner()
 WIDTHS, FRACTIONS, SAMPLES = [4, 8, 16, 32], [0.5, 1.0], 300
@@ -34,13 +35,6 @@ SPEC = {
 }
 
 
-def _error(res, *fragments):
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +108,7 @@ def test_flags_override_the_block(stored):
 ])
 def test_bad_input_is_one_line(stored, args, fragments):
     path, url = stored
-    _error(runner.invoke(app, ["scaling", "fit", "--spec", str(path), "--store", url, "--boot", "0", *args]),
+    one_line_error(runner.invoke(app, ["scaling", "fit", "--spec", str(path), "--store", url, "--boot", "0", *args]),
            *fragments)
 
 
@@ -122,17 +116,17 @@ def test_a_store_without_the_specs_runs_is_one_line(stored, tmp_path):
     path, _ = stored
     url = f"sqlite:///{tmp_path}/empty.db"
     Store(url)  # exists, holds nothing
-    _error(runner.invoke(app, ["scaling", "fit", "--spec", str(path), "--store", url]), "none of its 16 runs")
+    one_line_error(runner.invoke(app, ["scaling", "fit", "--spec", str(path), "--store", url]), "none of its 16 runs")
     missing = tmp_path / "missing.db"
-    _error(runner.invoke(app, ["scaling", "fit", "--spec", str(path), "--store", f"sqlite:///{missing}"]),
+    one_line_error(runner.invoke(app, ["scaling", "fit", "--spec", str(path), "--store", f"sqlite:///{missing}"]),
            "does not exist")
     assert not missing.exists()
 
 
 def test_csv_and_spec_are_exclusive(stored, tmp_path):
     path, url = stored
-    _error(runner.invoke(app, ["scaling", "fit", str(tmp_path / "x.csv"), "--spec", str(path)]), "exactly one")
-    _error(runner.invoke(app, ["scaling", "fit"]), "exactly one")
+    one_line_error(runner.invoke(app, ["scaling", "fit", str(tmp_path / "x.csv"), "--spec", str(path)]), "exactly one")
+    one_line_error(runner.invoke(app, ["scaling", "fit"]), "exactly one")
 
 
 def test_scaling_block_changes_no_run_id_and_is_validated():
