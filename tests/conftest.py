@@ -25,6 +25,16 @@ torch.set_num_threads(1)
 POSTGRES_ENV = "LOSSLAB_TEST_POSTGRES_URL"
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny matrices only contend on a shared CPU, and results that are
+    compared exactly (with a 1-CPU Ray task, across processes) need the same summation order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 

@@ -150,15 +150,6 @@ def test_bad_inputs():
         classifier_train_fn(x, y[:3], x, y)
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny matrices: extra threads only add contention on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_digits_mlp_has_intrinsic_dimension_well_below_its_size(one_thread):
     # [317]: an MLP on digits reaches 90% of its full accuracy in a subspace of a few hundred dimensions.
     data = make_digits()

@@ -194,15 +194,6 @@ def _sgd(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, seed: int) -> n
     return model
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny matrices: extra threads only add contention on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_later_forks_are_linearly_connected_on_digits(one_thread):
     # [291] (after Frankle et al.): two SGD children of one parent, differing only in data order, have a
     # high barrier when forked at initialisation and (almost) none when forked ten epochs later.

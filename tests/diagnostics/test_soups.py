@@ -132,15 +132,6 @@ def _train(model: nn.Module, x: Tensor, y: Tensor, *, lr: float, epochs: int, se
     return model
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny matrices: extra threads only add contention on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_finetuned_sweep_on_digits_soups_well(one_thread):
     # [225]: fine-tunes of one pre-trained model share a basin: greedy >= best single, LMC barrier ~ 0.
     data = make_digits()

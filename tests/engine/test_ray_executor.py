@@ -54,15 +54,6 @@ def cluster():
         yield ray
 
 
-@pytest.fixture
-def one_thread():
-    """The local executor in this process with the thread count a 1-CPU Ray task trains with."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _state(blob: bytes) -> dict[str, torch.Tensor]:
     return torch.load(io.BytesIO(blob), weights_only=True)["state"]
 

@@ -24,15 +24,6 @@ def test_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny ops are dominated by thread hand-off on a loaded machine; one thread keeps this test fast.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_learns_a_small_modular_table(one_thread):
     data = make_modular_arithmetic(p=7, train_fraction=0.9)
     with seeded(0):
