@@ -24,6 +24,7 @@ from losslab.core.registry import KINDS, REGISTRY
 from losslab.engine.plan import RunSpec, make_plan, reference_label
 from losslab.engine.spec import RANKING_METRICS, Spec, SpecError, load_spec
 from losslab.engine.store import DEFAULT_STORE, Store, StoreError, StoreMissing
+from losslab.engine.store_backend import masked
 from losslab.scaling.cli import scaling_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -55,16 +56,6 @@ def _plan(spec_path: Path) -> tuple[Spec, list[RunSpec]]:
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _masked(url: str) -> str:
-    """The store URL as printed: any password replaced by ***."""
-    from losslab.engine.store_backend import parse_url, shown
-
-    try:
-        return shown(parse_url(url))
-    except Exception:  # a malformed URL carries no password worth hiding; show it as given
-        return url
 
 
 def _existing_store(url: str) -> Store | None:
@@ -119,7 +110,7 @@ def run(
         missing = missing_teachers(plan, existing) if existing is not None else sorted(
             {t for r in plan for t in teacher_runs(r)} - {r.run_id for r in plan})
         if missing:
-            raise ValueError(f"teacher run(s) {', '.join(missing)} are not finished in store {_masked(store_url)}; "
+            raise ValueError(f"teacher run(s) {', '.join(missing)} are not finished in store {masked(store_url)}; "
                              "run the spec that trains them first (nothing was written)")
         # Data and models are checked before the store exists, so a spec that cannot run writes nothing.
         preflight(pending_runs(plan, existing) if existing is not None else plan)
@@ -164,7 +155,7 @@ def run(
         err_console.print(f"interrupted: {done}/{len(plan)} runs stored; run the same command to resume.")
         raise typer.Exit(130) from None
     console.print(f"done {summary.done}, failed {summary.failed}, done by another process {summary.by_others}, "
-                  f"already stored by another writer {summary.skipped}. Store: {_masked(store_url)}")
+                  f"already stored by another writer {summary.skipped}. Store: {masked(store_url)}")
     if summary.failed:
         raise typer.Exit(1)
 
@@ -338,7 +329,7 @@ def lmc(
                              f"{metric!r} and {split!r}.")
         store = _existing_store(store_url)
         if store is None:
-            raise ValueError(f"no store at {_masked(store_url)}")
+            raise ValueError(f"no store at {masked(store_url)}")
         (ida, cfg_a, state_a), (idb, cfg_b, state_b) = (_stored_model(store, r) for r in (run_a, run_b))
         for key in ("dataset", "model"):
             if cfg_a[key] != cfg_b[key]:
@@ -386,7 +377,7 @@ def soup(
             raise ValueError(f"Expected at least two runs to average, but got {len(runs)}.")
         store = _existing_store(store_url)
         if store is None:
-            raise ValueError(f"no store at {_masked(store_url)}")
+            raise ValueError(f"no store at {masked(store_url)}")
         stored = [_stored_model(store, r) for r in runs]
         ids = [rid for rid, _, _ in stored]
         if len(set(ids)) != len(ids):
@@ -457,7 +448,7 @@ def plot(
         spec, plan = _plan(spec_path)
         store = _existing_store(store_url)
         if store is None:
-            raise ValueError(f"no store at {_masked(store_url)}; run the spec first")
+            raise ValueError(f"no store at {masked(store_url)}; run the spec first")
         data = series(plan, store)
         plot_curves({m: curves(plan, data, m) for m in metric}, out, log_x=log_x)
     console.print(f"wrote {out}")
@@ -540,7 +531,7 @@ def export(
         spec, plan = _plan(spec_path)
         store = _existing_store(store_url)
         if store is None:
-            raise StoreError(f"store {_masked(store_url)} does not exist")
+            raise StoreError(f"store {masked(store_url)} does not exist")
         columns, rows = export_rows(plan, store, table)
         write_table(out, columns, rows, fmt)
     console.print(f"wrote {len(rows)} rows of {spec.name} ({table}) to {out}")
@@ -579,7 +570,7 @@ def show(
     with user_errors():
         store = _existing_store(store_url)
         if store is None:
-            raise StoreError(f"store {_masked(store_url)} does not exist")
+            raise StoreError(f"store {masked(store_url)} does not exist")
         matches = store.find(run_id)
         if len(matches) != 1:
             what = "no run" if not matches else f"{len(matches)} runs ({', '.join(matches[:5])})"

@@ -60,6 +60,17 @@ def shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def masked(url: str) -> str:
+    """A ``--store`` URL as the user gave it, for messages and reports, with any password as ``***``.
+
+    Text that is no URL at all carries no password worth hiding and is shown as it is.
+    """
+    try:
+        return shown(sa.engine.make_url(url))
+    except Exception:
+        return url
+
+
 def reason(exc: BaseException) -> str:
     """The driver's own message of a database error, on one line (libpq's are several)."""
     orig = getattr(exc, "orig", None) or exc

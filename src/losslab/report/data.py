@@ -25,6 +25,7 @@ from losslab.engine.plan import RunSpec, make_plan, reference_label
 from losslab.engine.spec import RANKING_METRICS, Spec, load_spec
 from losslab.engine.stats import Row, summarize
 from losslab.engine.store import Store, StoreMissing, runs as runs_table
+from losslab.engine.store_backend import masked
 
 Group = tuple[str, str]
 
@@ -50,10 +51,10 @@ class ReportData:
         try:
             store = Store(store_url, create=False)
         except StoreMissing:
-            raise ValueError(f"no store at {_safe_url(store_url)}; run the spec first (nothing was written)") from None
+            raise ValueError(f"no store at {masked(store_url)}; run the spec first (nothing was written)") from None
         finals = store.final_metrics(r.run_id for r in plan)
         if not finals:
-            raise ValueError(f"spec {spec.name!r} has no finished runs in store {_safe_url(store_url)}; "
+            raise ValueError(f"spec {spec.name!r} has no finished runs in store {masked(store_url)}; "
                              "run it first (nothing was written)")
         return cls(spec, Path(spec_path), plan, store, Path(spec_path).read_text(), store_url, finals)
 
@@ -126,12 +127,4 @@ class ReportData:
 
     @property
     def safe_store_url(self) -> str:
-        return _safe_url(self.store_url)
-
-
-def _safe_url(url: str) -> str:
-    """The store URL with any password masked (a report is meant to be shared)."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: the store would have refused it; show it as given
-        return url
+        return masked(self.store_url)
