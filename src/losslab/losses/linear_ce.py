@@ -14,6 +14,8 @@ custom autograd Functions, with two strategies:
   of the full vocabulary and merely rescaled in backward (three matmuls).
 
 Peak extra memory is O(tile) instead of O(N x V), plus the gradients themselves.
+The per-tile math lives in :mod:`losslab.losses.linear_ce_tiles` and runs
+eagerly or through ``torch.compile`` (``compiled=``; automatic on CUDA).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from losslab.core.validation import (
     check_tensor,
     fail,
 )
+from losslab.losses.linear_ce_tiles import can_compile, tile_kernels
 
 # Elements of one (N x chunk) logits tile; 2**24 float32 = 64 MiB per temporary.
 _TILE_ELEMENTS = 2**24
@@ -49,12 +52,10 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
 _MIN_SOFTCAP = 1e-3
 
 
-def _tile_logits(h: Tensor, w: Tensor, b: Tensor | None, softcap: float) -> Tensor:
-    """Logits of one vocabulary chunk in ``h``'s dtype, soft-capped as ``c * tanh(z / c)`` when ``c > 0``."""
-    z = h @ w.to(h.dtype).T
-    if b is not None:
-        z = z + b.to(h.dtype)
-    return softcap * torch.tanh(z / softcap) if softcap > 0 else z
+def _chunk_targets(tgt: Tensor, v0: int, width: int) -> tuple[Tensor, Tensor]:
+    """The target's column inside chunk ``[v0, v0 + width)`` (clamped) and whether it falls there."""
+    here = (tgt >= v0) & (tgt < v0 + width)
+    return (tgt - v0).clamp_(0, width - 1), here
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -62,7 +63,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
-                ignore_index: int, smoothing: float, z_weight: float, softcap: float, chunk: int) -> Tensor:
+                ignore_index: int, smoothing: float, z_weight: float, softcap: float, chunk: int,
+                compiled: bool) -> Tensor:
+        kernels = tile_kernels(compiled)
         h = hidden.to(_acc_dtype(hidden))
         n, vocab = h.shape[0], weight.shape[0]
         valid = target != ignore_index
@@ -71,58 +74,56 @@ class _LinearCrossEntropy(torch.autograd.Function):
         run_sum = h.new_zeros(n)
         target_logit = h.new_zeros(n)
         logit_sum = h.new_zeros(n)
-        rows = torch.arange(n, device=h.device)
         for v0 in range(0, vocab, chunk):
-            z = _tile_logits(h, weight[v0: v0 + chunk], None if bias is None else bias[v0: v0 + chunk], softcap)
-            new_max = torch.maximum(run_max, z.amax(dim=1))
-            # Online logsumexp: rescale the running sum to the new maximum, then add this chunk.
-            run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(z - new_max[:, None]).sum(dim=1)
+            w = weight[v0: v0 + chunk]
+            local, here = _chunk_targets(tgt, v0, w.shape[0])
+            top, total, picked, zsum = kernels.chunk_stats(
+                h, w, None if bias is None else bias[v0: v0 + chunk], local, here, softcap, smoothing > 0)
+            new_max = torch.maximum(run_max, top)
+            # Online logsumexp: rescale both running sums to the new maximum, then add this chunk's.
+            run_sum = run_sum * torch.exp(run_max - new_max) + total * torch.exp(top - new_max)
             run_max = new_max
-            here = (tgt >= v0) & (tgt < v0 + z.shape[1])
-            target_logit[here] = z[rows[here], tgt[here] - v0]
-            if smoothing > 0:
-                logit_sum += z.sum(dim=1)
+            target_logit += picked
+            if zsum is not None:
+                logit_sum += zsum
         lse = run_max + torch.log(run_sum)
         loss = (1.0 - smoothing) * (lse - target_logit) + z_weight * lse * lse
         if smoothing > 0:
             loss = loss + smoothing * (lse - logit_sum / vocab)
         loss = torch.where(valid, loss, torch.zeros_like(loss))
         ctx.save_for_backward(hidden, weight, bias, tgt, valid, lse)
-        ctx.params = (smoothing, z_weight, softcap, chunk)
+        ctx.params = (smoothing, z_weight, softcap, chunk, compiled)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         hidden, weight, bias, tgt, valid, lse = ctx.saved_tensors
-        smoothing, z_weight, softcap, chunk = ctx.params
+        smoothing, z_weight, softcap, chunk, compiled = ctx.params
+        kernels = tile_kernels(compiled)
         h = hidden.to(_acc_dtype(hidden))
-        n, vocab = h.shape[0], weight.shape[0]
+        vocab = weight.shape[0]
         coef = torch.where(valid, grad.to(h.dtype), torch.zeros_like(lse))
         # d loss / d z_k = p_k (1 + 2 lambda lse) - (1 - eps) [k = y] - eps / V
         scale = coef * (1.0 + 2.0 * z_weight * lse)
+        shift = (smoothing / vocab) * coef if smoothing > 0 else None
         grad_h = torch.zeros_like(h)
         grad_w = torch.empty(weight.shape, dtype=h.dtype, device=weight.device)
         grad_b = None if bias is None else torch.empty(vocab, dtype=h.dtype, device=h.device)
-        rows = torch.arange(n, device=h.device)
         for v0 in range(0, vocab, chunk):
             w = weight[v0: v0 + chunk]
-            z = _tile_logits(h, w, None if bias is None else bias[v0: v0 + chunk], softcap)
-            g = torch.exp(z - lse[:, None]).mul_(scale[:, None])
-            here = (tgt >= v0) & (tgt < v0 + z.shape[1])
-            g[rows[here], tgt[here] - v0] -= (1.0 - smoothing) * coef[here]
-            if smoothing > 0:
-                g -= (smoothing / vocab) * coef[:, None]
-            if softcap > 0:  # through z = c tanh(u / c): dz/du = 1 - (z / c)^2
-                g.mul_(1.0 - (z / softcap) ** 2)
+            local, here = _chunk_targets(tgt, v0, w.shape[0])
+            hit = torch.where(here, (1.0 - smoothing) * coef, torch.zeros_like(coef))
+            g = kernels.chunk_grads(
+                h, w, None if bias is None else bias[v0: v0 + chunk], local, lse, scale, hit, shift, softcap)
             grad_h.addmm_(g, w.to(h.dtype))
-            grad_w[v0: v0 + chunk] = g.T @ h
+            torch.mm(g.T, h, out=grad_w[v0: v0 + chunk])
             if grad_b is not None:
-                grad_b[v0: v0 + chunk] = g.sum(dim=0)
+                torch.sum(g, dim=0, out=grad_b[v0: v0 + chunk])
         return (grad_h.to(hidden.dtype), grad_w.to(weight.dtype),
-                None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None, None, None)
+                None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None, None, None, None)
 
 
-class _FusedLinearCrossEntropy(torch.autograd.Function):
+class _GradInForwardLinearCrossEntropy(torch.autograd.Function):
     """``scale * sum_i loss_i`` with the gradients computed during the forward pass.
 
     For ``mean``/``sum`` the upstream gradient is one scalar, so the gradients
@@ -134,7 +135,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
-                ignore_index: int, smoothing: float, z_weight: float, softcap: float, scale: float) -> Tensor:
+                ignore_index: int, smoothing: float, z_weight: float, softcap: float, scale: float,
+                compiled: bool) -> Tensor:
+        kernels = tile_kernels(compiled)
         acc = _acc_dtype(hidden)
         h, w = hidden.to(acc), weight.to(acc)
         b = None if bias is None else bias.to(acc)
@@ -146,23 +149,11 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         total = h.new_zeros(())
         rows = max(1, _TILE_ELEMENTS // vocab)
         for r0 in range(0, n, rows):
-            hc, yc, keep = h[r0: r0 + rows], tgt[r0: r0 + rows], valid[r0: r0 + rows].to(acc)
-            z = _tile_logits(hc, w, b, softcap)
-            lse = torch.logsumexp(z, dim=1)
-            idx = torch.arange(len(yc), device=z.device)
-            loss = (1.0 - smoothing) * (lse - z[idx, yc]) + z_weight * lse * lse
-            if smoothing > 0:
-                loss = loss + smoothing * (lse - z.mean(dim=1))
-            total = total + (loss * keep).sum()
-            cap_grad = 1.0 - (z / softcap) ** 2 if softcap > 0 else None
-            # d loss / d z_k = p_k (1 + 2 lambda lse) - (1 - eps) [k = y] - eps / V, in place over z
-            g = z.sub_(lse[:, None]).exp_().mul_((keep * (1.0 + 2.0 * z_weight * lse))[:, None])
-            g[idx, yc] -= (1.0 - smoothing) * keep
-            if smoothing > 0:
-                g -= (smoothing / vocab) * keep[:, None]
-            if cap_grad is not None:
-                g.mul_(cap_grad)
-            grad_h[r0: r0 + rows] = g @ w
+            hc = h[r0: r0 + rows]
+            part, g = kernels.row_tile(hc, w, b, tgt[r0: r0 + rows], valid[r0: r0 + rows].to(acc),
+                                       smoothing, z_weight, softcap)
+            total += part
+            torch.mm(g, w, out=grad_h[r0: r0 + rows])
             grad_w.addmm_(g.T, hc)
             if grad_b is not None:
                 grad_b += g.sum(dim=0)
@@ -176,7 +167,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         scale, h_dtype, w_dtype, b_dtype = ctx.meta
         c = grad.to(grad_h.dtype) * scale
         return ((grad_h * c).to(h_dtype), (grad_w * c).to(w_dtype),
-                None if grad_b is None else (grad_b * c).to(b_dtype), None, None, None, None, None, None)
+                None if grad_b is None else (grad_b * c).to(b_dtype), None, None, None, None, None, None, None)
+
+
+def _check_compiled(compiled: Any) -> None:
+    if compiled is not None and not isinstance(compiled, bool):
+        fail("compiled", "True, False or None (auto: compiled on CUDA with Triton)", repr(compiled))
 
 
 def _check_linear_inputs(hidden: Any, weight: Any, bias: Any, target: Any, ignore_index: int,
@@ -224,6 +220,7 @@ def linear_cross_entropy(
     chunk_size: int | None = None,
     reduction: str = "mean",
     validate_args: bool = True,
+    compiled: bool | None = None,
 ) -> Tensor:
     r"""Cross-entropy of ``hidden @ weight.T`` computed in vocabulary chunks, never materialising the logits.
 
@@ -253,6 +250,10 @@ def linear_cross_entropy(
         chunk_size: vocabulary chunk; ``None`` picks one so a tile holds about 2^24 values.
         reduction: ``"none"`` (``(N,)``, 0 at ignored tokens) | ``"mean"`` (over kept tokens) | ``"sum"``.
         validate_args: check finiteness and the target range (forces a sync).
+        compiled: run the tile math through ``torch.compile`` (element-wise work
+            fused between the matmuls; Triton kernels on CUDA, C++ on CPU). ``None``
+            picks it on CUDA when Triton is available and stays eager elsewhere. The
+            first call of each shape family compiles (seconds).
 
     Returns:
         ``(N,)`` for ``reduction="none"``, else a scalar (float32, or float64 for float64 inputs).
@@ -280,17 +281,20 @@ def linear_cross_entropy(
     if 0.0 < softcap < _MIN_SOFTCAP:
         fail("softcap", f"0 (off) or at least {_MIN_SOFTCAP:g}", repr(softcap))
     check_number(ignore_index, "ignore_index", integer=True)
+    _check_compiled(compiled)
     _check_linear_inputs(hidden, weight, bias, target, ignore_index, validate_args)
     n = hidden.shape[0]
     chunk = chunk_size if chunk_size is not None else max(128, _TILE_ELEMENTS // n)
     chunk = check_number(chunk, "chunk_size", low=1, integer=True)
     params = (ignore_index, float(label_smoothing), float(z_loss), float(softcap))
+    compiled = can_compile(hidden.device) if compiled is None else compiled
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (hidden, weight, bias))
     if reduction != "none" and wants_grad:
         kept = int((target != ignore_index).sum()) if reduction == "mean" else 1
-        return _FusedLinearCrossEntropy.apply(hidden, weight, bias, target, *params, 1.0 / max(kept, 1))
-    per_token = _LinearCrossEntropy.apply(hidden, weight, bias, target, *params, chunk)
+        return _GradInForwardLinearCrossEntropy.apply(hidden, weight, bias, target, *params, 1.0 / max(kept, 1),
+                                                      compiled)
+    per_token = _LinearCrossEntropy.apply(hidden, weight, bias, target, *params, chunk, compiled)
     if reduction == "mean":
         return reduce_loss(per_token, "mean", (target != ignore_index).to(per_token.dtype))
     return reduce_loss(per_token, reduction)
@@ -300,13 +304,16 @@ def linear_cross_entropy(
 class LinearCrossEntropyLoss(nn.Module):
     """Module twin of :func:`linear_cross_entropy`: ``forward(hidden, weight, target, bias=None)``."""
 
-    def __init__(self, *, reduction: str = "mean", validate_args: bool = True, **hyper: Any) -> None:
+    def __init__(self, *, reduction: str = "mean", validate_args: bool = True, compiled: bool | None = None,
+                 **hyper: Any) -> None:
         super().__init__()
         check_reduction(reduction)
+        _check_compiled(compiled)
         self.reduction = reduction
         self.validate_args = validate_args
+        self.compiled = compiled
         self.hyper = REGISTRY.get("loss", "linear_ce").resolve(hyper)
 
     def forward(self, hidden: Tensor, weight: Tensor, target: Tensor, bias: Tensor | None = None) -> Tensor:
         return linear_cross_entropy(hidden, weight, target, bias=bias, reduction=self.reduction,
-                                    validate_args=self.validate_args, **self.hyper)
+                                    validate_args=self.validate_args, compiled=self.compiled, **self.hyper)
