@@ -1,9 +1,11 @@
-"""Crash safety: `losslab run` SIGKILLed at random moments five times, then finished, loses and duplicates nothing."""
+"""Crash safety: `losslab run` SIGKILLed at random moments five times, then finished, loses and duplicates
+nothing; a SIGKILLed driver leaves no pool worker behind."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -12,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from specs import TINY, write_spec
 
 TOTAL = 60
@@ -85,3 +88,56 @@ def test_sixty_runs_survive_five_random_kills_each_stored_once(tmp_path):
     assert json.loads(status.stdout) == {"spec": "tiny", "total": TOTAL, "done": TOTAL, "failed": 0, "pending": 0}
     print(f"kills {kills}, done at each kill {stored_at_kill}, runs expected {TOTAL}, found {counts['done']}, "
           f"duplicates {counts['runs'] - counts['distinct']}")
+
+
+def _pool_workers(parent: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``parent`` and that run a multiprocessing spawn worker."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        if int(fields[1]) == parent and fields[0] != "Z" and b"spawn_main" in cmdline:
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_a_killed_driver_takes_its_pool_workers_with_it(tmp_path):
+    """SIGKILL cannot be caught, so the driver can't stop its pool; the kernel's parent-death signal does."""
+    spec = copy.deepcopy(TINY)
+    spec["train"]["epochs"] = 400  # each run outlives the test
+    path = write_spec(tmp_path / "orphans.yaml", spec)
+    cmd = [sys.executable, "-m", "losslab.cli", "run", str(path), "--executor", "local", "--workers", "2",
+           "--store", f"sqlite:///{tmp_path / 'orphans.db'}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while len(workers := _pool_workers(proc.pid)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(workers) == 2, "the pool never started two workers"
+        time.sleep(3.0)  # let them import and start training
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 30
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "pool workers outlived their killed driver"
+    finally:
+        proc.kill()
+        for w in filter(_alive, workers):  # don't leave them to burn the suite's CPU if the test failed
+            os.kill(w, signal.SIGKILL)

@@ -17,9 +17,12 @@ before its pack starts and stored as an ordinary run.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -126,8 +129,32 @@ def _work(run: RunSpec, states: dict[str, bytes]) -> RunResult:
     return train_run(run.config, run.run_id, _labels(run), states)
 
 
-def _init_worker(threads: int) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _init_worker(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGTERM this worker when its parent dies (Linux; a no-op elsewhere).
+
+    A SIGKILLed driver cannot terminate its pool, and an orphaned worker would
+    train its current run to the end for nobody: results are stored by the
+    driver. The signal fires when the thread that started the worker exits;
+    pool workers are started by the thread that submits, which waits for the
+    pool, so that is the driver's lifetime.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl: orphans finish their run, as before
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class _Schedule:
@@ -307,7 +334,8 @@ def _run_pool(workers: int, take: Callable[[], list], settle: Callable[[], list]
               record: Callable[[RunResult], None]) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(threads, os.getpid()))
     try:
         queue: list[tuple[RunSpec, dict[str, bytes]]] = take()
         active: set[Future[RunResult]] = set()
