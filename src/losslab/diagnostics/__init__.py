@@ -32,6 +32,8 @@ from losslab.diagnostics.grokking import (
 from losslab.diagnostics.intrinsic import SubspaceModel, intrinsic_dimension, random_projection
 from losslab.diagnostics.landscape import lmc_barrier, lmc_barrier_to_init
 from losslab.diagnostics.proxies import fragmentation, gradsign, hash_codes, spectral_alignment
+from losslab.diagnostics.pruning import prune_accuracy
+from losslab.diagnostics.quantization import quantized_accuracy
 from losslab.diagnostics.sharpness import (
     edge_of_stability,
     eigenvalue_early_stop,
@@ -72,6 +74,8 @@ __all__ = [
     "ntk_alignment",
     "opposing_signals",
     "orthogonal_frame_deviation",
+    "prune_accuracy",
+    "quantized_accuracy",
     "random_projection",
     "restore_model_state",
     "softmax_collapse_fraction",
