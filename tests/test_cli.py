@@ -114,7 +114,7 @@ def _stored_runs(db: Path) -> int:
 
 def test_killed_run_resumes_without_duplicates(tmp_path):
     """SIGKILL `losslab run` mid-grid; the rerun does only the missing runs and stores nothing twice."""
-    total = 20  # many short runs, so the kill lands mid-grid even on a loaded machine
+    total = 12  # many short runs, so the kill lands mid-grid even on a loaded machine
     spec = copy.deepcopy(TINY)
     spec["datasets"][0]["params"].update(n_train=2000)
     spec["conditions"] = []
