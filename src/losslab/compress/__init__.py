@@ -20,11 +20,20 @@ from losslab.compress.pruning import (
     random_scores,
     sparsity_of,
 )
-from losslab.compress.quantization import bit_ops, fake_quantize, pareto_front, quantize_weights, quantized_weights
+from losslab.compress.quantization import (
+    bit_ops,
+    count_macs,
+    fake_quantize,
+    pareto_front,
+    quantize_weights,
+    quantized_activations,
+    quantized_weights,
+)
 
 __all__ = [
     "PRUNE_METHODS",
     "bit_ops",
+    "count_macs",
     "cubic_sparsity",
     "fake_quantize",
     "global_masks",
@@ -36,6 +45,7 @@ __all__ = [
     "prune",
     "pruned",
     "quantize_weights",
+    "quantized_activations",
     "quantized_weights",
     "random_scores",
     "sparsity_of",
