@@ -6,6 +6,7 @@ exits with status 2 and one line on stderr, before anything is written.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import signal
@@ -196,6 +197,14 @@ def report(
     html: Optional[Path] = typer.Option(None, "--html", metavar="PATH",
                                         help="Also write a self-contained HTML report (figures, tests, curves, "
                                              "environment, spec) to PATH (.html)."),
+    metric: Optional[str] = typer.Option(None, "--metric", metavar="NAME",
+                                         help="Rank by NAME instead of the spec's metric: a final metric "
+                                              "(test_accuracy, test_nll, ...) or any stored per-epoch series, "
+                                              "such as a diagnostic's key (prune_lamp.acc@0.875), at each "
+                                              "run's last epoch."),
+    direction: Optional[str] = typer.Option(None, "--direction", metavar="max|min",
+                                            help="Whether higher (max) or lower (min) NAME is better; a final "
+                                                 "metric knows its own, a series defaults to max."),
 ) -> None:
     """The ranked table: mean and 95% CI across seeds, and the paired difference to the reference."""
     from losslab.engine.curves import last_values, milestones, series
@@ -203,15 +212,19 @@ def report(
 
     with user_errors():
         levels = [_milestone_arg(m) for m in milestone]
+        if direction is not None and direction not in ("max", "min"):
+            raise ValueError(f"Expected `--direction` to be one of max, min, but got {direction!r}.")
         page = _html_report(spec_path, store_url, html) if html is not None else None
         spec, plan = _plan(spec_path)
         store = _existing_store(store_url)
         finals = store.final_metrics(r.run_id for r in plan) if store else {}
         reference = reference_label(spec, plan)
-        rows = summarize(plan, finals, metric=spec.metric, higher_is_better=RANKING_METRICS[spec.metric],
-                         reference=reference)
+        metric = metric or spec.metric
         diag_labels = [d.label or d.name for d in spec.diagnostics]
-        data = series(plan, store) if store and (diag_labels or levels) else {}
+        ranks_a_series = metric not in RANKING_METRICS
+        data = series(plan, store) if store and (diag_labels or levels or ranks_a_series) else {}
+        scored, higher = _ranking_values(metric, direction, finals, plan, data)
+        rows = summarize(plan, scored, metric=metric, higher_is_better=higher, reference=reference)
         diags = last_values(plan, data, diag_labels) if diag_labels else {}
         marks = {f"{m}={lv:g}": milestones(plan, data, m, lv) for m, lv in levels}
         if html is not None and page is not None:  # written after every check passed, before any output
@@ -225,7 +238,7 @@ def report(
     if as_json:
         from losslab.engine.curves import milestone_dict
 
-        print(json.dumps({"spec": spec.name, "metric": spec.metric, "reference": reference,
+        print(json.dumps({"spec": spec.name, "metric": metric, "higher_is_better": higher, "reference": reference,
                           "runs_total": len(plan), "runs_done": len(finals),
                           "rows": [r.to_dict() for r in rows],
                           "diagnostics": [{"dataset": g[0], "condition": g[1], "objective": o, "last": v}
@@ -235,7 +248,8 @@ def report(
                                          for o, m in objs.items()]},
                          default=_json_default))
         return
-    console.print(f"[bold]{spec.name}[/]: {spec.metric}, mean and 95% CI over n seeds; Δ is the paired "
+    console.print(f"[bold]{spec.name}[/]: {metric}{'' if higher else ' (lower is better)'}, mean and 95% CI over "
+                  f"n seeds; Δ is the paired "
                   f"per-seed difference to [bold]{reference}[/] (p: paired t-test); ECE: test ECE; "
                   f"mem: share of corrupted train labels the model reproduces. "
                   f"{len(finals)}/{len(plan)} runs stored.")
@@ -259,6 +273,30 @@ def report(
     _print_milestones(marks)
 
 
+def _ranking_values(metric: str, direction: str | None, finals: dict[str, dict[str, float | None]],
+                    plan: list[Any], data: dict[str, Any]) -> tuple[dict[str, dict[str, float | None]], bool]:
+    """Per-run values to rank by (the final metrics, plus `metric`'s last value when it is a series) and
+    whether higher is better."""
+    from losslab.engine.curves import last_per_run
+
+    if metric in RANKING_METRICS:
+        known = RANKING_METRICS[metric]
+        if direction is not None and (direction == "max") != known:
+            raise ValueError(f"Expected `--direction` {'max' if known else 'min'} for {metric} (or none), "
+                             f"but got {direction!r}.")
+        return finals, known
+    lasts = last_per_run(plan, data, metric)
+    if not lasts:
+        stored = sorted({name for per_run in data.values() for name in per_run})
+        hint = difflib.get_close_matches(metric, stored + list(RANKING_METRICS), n=1)
+        shown = ", ".join(stored[:12]) + (f", ... ({len(stored)} in all)" if len(stored) > 12 else "")
+        raise ValueError(f"Expected `--metric` to be a final metric ({', '.join(RANKING_METRICS)}) or a series "
+                         f"stored for SPEC's runs ({shown or 'none stored yet'}), but got {metric!r}."
+                         + (f" Did you mean {hint[0]!r}?" if hint else ""))
+    scored = {rid: {**finals.get(rid, {}), metric: value} for rid, value in lasts.items()}
+    return scored, direction != "min"
+
+
 def _html_report(spec_path: Path, store_url: str, html: Path) -> str:
     """The HTML report of SPEC, built before anything is printed or written (a bad PATH or an empty store
     stops the command with one line and no file)."""
@@ -279,15 +317,17 @@ def _milestone_arg(text: str) -> tuple[str, float]:
 
 
 def _print_diagnostics(diags: dict[tuple[str, str], dict[str, dict[str, float]]]) -> None:
+    # One row per series and one column per objective: diagnostics can have dozens of keys
+    # (a pruning curve, per-layer values) but a comparison has a handful of objectives.
     for (dataset, condition), objs in diags.items():
         names = sorted({n for v in objs.values() for n in v})
         table = Table(title=f"diagnostics, last value (mean over seeds) · {dataset} · {condition}",
                       title_justify="left")
-        table.add_column("objective")
+        table.add_column("diagnostic", no_wrap=True)
+        for objective in objs:
+            table.add_column(objective, justify="right")
         for n in names:
-            table.add_column(n, justify="right")
-        for objective, values in objs.items():
-            table.add_row(objective, *(_fmt(values.get(n), 4) for n in names))
+            table.add_row(n, *(_fmt(values.get(n), 4) for values in objs.values()))
         console.print(table)
 
 

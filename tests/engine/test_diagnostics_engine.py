@@ -98,3 +98,38 @@ def test_report_plot_and_milestones_read_the_stored_series(tmp_path):
     assert bad.exit_code == 2 and not (tmp_path / "x.png").exists()
     bad = runner.invoke(app, ["plot", str(path), "--store", url, "--metric", "test_accuracy", "--out", "x.gif"])
     assert bad.exit_code == 2 and "--out" in bad.stderr
+
+
+def test_report_ranks_by_a_stored_series_with_paired_intervals(tmp_path):
+    """`report --metric` takes any stored series (a diagnostic's key) at each run's last epoch."""
+    spec = _spec()
+    path = write_spec(tmp_path / "d.yaml", spec)
+    url = f"sqlite:///{tmp_path}/d.db"
+    plan = make_plan(parse_spec(spec))
+    execute(plan, Store(url))
+    runner = CliRunner()
+    res = runner.invoke(app, ["report", str(path), "--store", url, "--json", "--metric", "weight_norm.total",
+                              "--direction", "min"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["metric"] == "weight_norm.total" and out["higher_is_better"] is False
+    # each row's mean is the mean over seeds of the runs' last stored value, computed here independently
+    store = Store(url)
+    last = {}
+    for run_id, epoch, name, value in store.epoch_rows(r.run_id for r in plan):
+        if name == "weight_norm.total" and epoch >= last.get(run_id, (-1, 0.0))[0]:
+            last[run_id] = (epoch, value)
+    for row in out["rows"]:
+        mine = [last[r.run_id][1] for r in plan if r.objective == row["objective"]]
+        assert row["score"]["mean"] == pytest.approx(sum(mine) / len(mine)) and row["score"]["n"] == len(mine)
+    means = [row["score"]["mean"] for row in out["rows"]]
+    assert means == sorted(means)  # lower is better: best (smallest) first
+    assert [r["rank"] for r in out["rows"]] == [1, 2]
+    other = next(row for row in out["rows"] if row["objective"] != out["reference"])
+    assert other["delta"]["n"] == 2  # paired per seed against the reference
+    bad = runner.invoke(app, ["report", str(path), "--store", url, "--metric", "weight_norm.totl"])
+    assert bad.exit_code == 2 and "Did you mean 'weight_norm.total'" in bad.stderr
+    bad = runner.invoke(app, ["report", str(path), "--store", url, "--metric", "test_nll", "--direction", "max"])
+    assert bad.exit_code == 2 and "--direction" in bad.stderr
+    bad = runner.invoke(app, ["report", str(path), "--store", url, "--direction", "up"])
+    assert bad.exit_code == 2 and "max, min" in bad.stderr

@@ -74,6 +74,16 @@ def last_values(plan: list[RunSpec], data: Series, prefix_metrics: list[str]) ->
     return {g: {o: {m: float(np.mean(v)) for m, v in ms.items()} for o, ms in objs.items()} for g, objs in acc.items()}
 
 
+def last_per_run(plan: list[RunSpec], data: Series, metric: str) -> dict[str, float]:
+    """``run_id -> the value of series `metric` at the run's last stored epoch``, for runs that have it."""
+    out = {}
+    for run in plan:
+        points = data.get(run.run_id, {}).get(metric)
+        if points:
+            out[run.run_id] = max(points)[1]
+    return out
+
+
 @dataclass(frozen=True)
 class Milestone:
     """When a metric first reached a level: the epoch per seed, and their interval over the seeds that did."""
