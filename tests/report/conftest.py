@@ -17,7 +17,8 @@ REPORT_SPEC = copy.deepcopy(TINY) | {
     "description": "Three objectives on a Gaussian mixture, clean and with 30% symmetric noise.",
     "objectives": [{"name": "ce"}, {"name": "gce", "params": {"q": 0.7}}, {"name": "label_smoothing"}],
     "train": {"optimizer": "adam", "lr": 0.05, "batch_size": 32, "epochs": 2, "eval_every": 1},
-    "diagnostics": [{"name": "gradsign", "every": 1, "samples": 32, "params": {"normalize": True}}],
+    "diagnostics": [{"name": "gradsign", "every": 1, "samples": 32, "params": {"normalize": True}},
+                    {"name": "quantized_accuracy", "every": 2, "samples": 32}],  # a per-level diagnostic
     "reference": "ce",
 }
 

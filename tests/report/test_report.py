@@ -211,3 +211,18 @@ def test_store_password_is_masked(report_store):
     data = ReportData.load(*report_store)
     data.store_url = "postgresql://lab:s3cret@db.example:5432/runs"
     assert "s3cret" not in data.safe_store_url and "***" in data.safe_store_url
+
+
+def test_per_level_diagnostics_are_drawn_over_their_levels(report_store):
+    """quantized_accuracy's acc@8bit ... acc@2bit become one curve over bits per cell, not five panels over epochs."""
+    from losslab.report.sections import diagnostics
+
+    data = ReportData.load(*report_store)
+    body = diagnostics(data).body
+    cells = body.count("<h3>")
+    assert cells == len(data.groups) == 2
+    # per cell: one figure of the series over epochs (gradsign, quantized_accuracy.dense / .min_bits) and one
+    # of the per-level family over its levels
+    assert body.count("<figure>") == 2 * cells
+    for bits in (8, 6, 4, 3, 2):  # the table still lists every level's last value, one row each
+        assert body.count(f"<td class=\"obj\">quantized_accuracy.acc@{bits}bit</td>") == cells

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,54 @@ def last_per_run(plan: list[RunSpec], data: Series, metric: str) -> dict[str, fl
         points = data.get(run.run_id, {}).get(metric)
         if points:
             out[run.run_id] = max(points)[1]
+    return out
+
+
+# A diagnostic that reports one value per level: "<label>.<stem>@<level><unit>", e.g.
+# "prune_lamp.acc@0.875" (sparsity) or "quantized_accuracy.acc@4bit" (bits).
+_LEVEL_KEY = re.compile(r"^(?P<family>.+@)(?P<level>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<unit>[A-Za-z%]*)$")
+
+
+def level_family(name: str) -> tuple[str, float] | None:
+    """``("<label>.<stem>@<unit>", level)`` for a per-level series name, else None.
+
+    >>> level_family("prune_lamp.acc@0.875"), level_family("q.acc@4bit"), level_family("weight_norm.total")
+    (('prune_lamp.acc@', 0.875), ('q.acc@bit', 4.0), None)
+    """
+    m = _LEVEL_KEY.match(name)
+    return None if m is None else (m["family"] + m["unit"], float(m["level"]))
+
+
+def profiles(plan: list[RunSpec], data: Series, prefix_metrics: list[str], *,
+             min_levels: int = 3) -> dict[str, dict[Group, dict[str, Curve]]]:
+    """Per-level diagnostics as curves over their levels, at each run's last epoch.
+
+    Returns ``family -> group -> objective -> Curve`` where ``Curve.epochs``
+    holds the levels (sorted) present in every seed of that objective, and
+    mean/min/max are over seeds of each run's last value. Only series named by
+    ``prefix_metrics`` (as in :func:`last_values`) and families with at least
+    ``min_levels`` levels are kept.
+    """
+    runs: dict[str, dict[Group, dict[str, list[dict[float, float]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for run in plan:
+        per_family: dict[str, dict[float, float]] = defaultdict(dict)
+        for name, points in data.get(run.run_id, {}).items():
+            parsed = level_family(name)
+            if parsed and any(name.startswith(p + ".") for p in prefix_metrics):
+                per_family[parsed[0]][parsed[1]] = max(points)[1]
+        for family, values in per_family.items():
+            runs[family][(run.dataset, run.condition)][run.objective].append(values)
+    out: dict[str, dict[Group, dict[str, Curve]]] = {}
+    for family, groups in runs.items():
+        for group, objectives in groups.items():
+            for objective, seeds in objectives.items():
+                levels = sorted(set.intersection(*(set(v) for v in seeds)))
+                if len(levels) < min_levels:
+                    continue
+                values = np.array([[v[x] for x in levels] for v in seeds])
+                out.setdefault(family, {}).setdefault(group, {})[objective] = Curve(
+                    levels, values.mean(0).tolist(), values.min(0).tolist(), values.max(0).tolist(), len(seeds))
     return out
 
 

@@ -270,8 +270,13 @@ Panel = tuple[str, str, dict[str, Curve]]  # (title, y label, objective -> curve
 
 @_render(lambda panels, *a, **k: "over epochs: " + ", ".join(t for t, _, _ in panels))
 def curves_figure(panels: list[Panel], colors: dict[str, str], reference: str | None = None, *,
-                  share_y: bool = False, log_x: bool = False) -> Any:
-    """One panel per entry: each objective's mean over seeds, its min-max band across seeds shaded."""
+                  share_y: bool = False, log_x: bool = False, x_label: str = "epoch",
+                  x_scale: str | None = None) -> Any:
+    """One panel per entry: each objective's mean over seeds, its min-max band across seeds shaded.
+
+    ``x_label``/``x_scale`` serve curves over something other than epochs (a
+    diagnostic's levels); the x ticks are integers only for epochs.
+    """
     from matplotlib.ticker import MaxNLocator
 
     names = [o for o in colors if any(o in objs for _, _, objs in panels)]
@@ -289,11 +294,14 @@ def curves_figure(panels: list[Panel], colors: dict[str, str], reference: str | 
                     marker="o" if len(c.epochs) <= 3 else None, ms=3)
             ax.fill_between(c.epochs, c.low, c.high, color=colors[objective], alpha=0.13, linewidth=0)
         ax.set_title(_fit(title, 40), loc="left")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x_label)
         ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if x_label == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log_x:
             ax.set_xscale("symlog", linthresh=1)
+        elif x_scale is not None:
+            ax.set_xscale(x_scale)
     _legend(fig, colors, names, reference)
     return fig
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from losslab.engine.curves import Curve, curves, last_values
+from losslab.engine.curves import Curve, curves, last_values, level_family, profiles
 from losslab.engine.stats import Row
 from losslab.report import figures
 from losslab.report.data import ReportData
@@ -199,7 +199,12 @@ def _all_curves(by_metric: dict[str, dict[tuple[str, str], dict[str, Curve]]]) -
 
 # ----------------------------------------------------------------------------- diagnostics
 def diagnostics(data: ReportData) -> Section | None:
-    """The spec's diagnostics over training, and their last values (as the terminal report prints them)."""
+    """The spec's diagnostics over training, and their last values (as the terminal report prints them).
+
+    A diagnostic that reports one value per level (``acc@0.875``, ``acc@4bit``: a
+    pruning or quantization curve) is drawn over its levels at the last epoch
+    instead of one panel per level over epochs.
+    """
     labels = data.diagnostic_labels
     if not labels:
         return None
@@ -210,24 +215,40 @@ def diagnostics(data: ReportData) -> Section | None:
     if not names:
         return Section("diagnostics", "Diagnostics over training",
                        note(f"The spec asks for {esc(', '.join(labels))}, but no values were stored."))
-    by_name = {n: curves(data.plan, data.series, n) for n in names}
+    by_level = profiles(data.plan, data.series, labels)
+    over_epochs = [n for n in names if (level_family(n) or ("",))[0] not in by_level]
+    by_name = {n: curves(data.plan, data.series, n) for n in over_epochs}
     last = last_values(data.plan, data.series, labels)
     parts = []
     for g in data.groups:
-        panels = [(n, n, by_name[n][g]) for n in names if g in by_name[n]]
-        if not panels:
+        panels = [(n, n, by_name[n][g]) for n in over_epochs if g in by_name[n]]
+        level_panels = [(f"{family}·, last epoch", family.rstrip("@"), by_level[family][g])
+                        for family in by_level if g in by_level[family]]
+        if not panels and not level_panels:
             continue
-        img = figures.curves_figure(panels, colors, data.reference)
-        parts.append(f"<h3>{esc(data.cell_title(g))}</h3>" + figure(img))
+        parts.append(f"<h3>{esc(data.cell_title(g))}</h3>")
+        if panels:
+            parts.append(figure(figures.curves_figure(panels, colors, data.reference)))
+        by_scale: dict[str | None, list] = {}
+        for panel in level_panels:  # one figure per x scale
+            by_scale.setdefault(_level_scale(panel[2]), []).append(panel)
+        for scale, same in by_scale.items():
+            parts.append(figure(figures.curves_figure(same, colors, data.reference, x_label="level", x_scale=scale)))
         objs = last.get(g, {})
-        cols = sorted({n for v in objs.values() for n in v}, key=names.index)
-        trs = [f'<tr><td class="obj">{swatch(colors[o])}{esc(o)}</td>{"".join(num(v.get(n), 4) for n in cols)}</tr>'
-               for o, v in objs.items()]
-        parts.append(table(("objective", *cols), trs, cls="compact diag",
-                           caption="last value, mean over seeds"))
+        rows = sorted({n for v in objs.values() for n in v}, key=names.index)
+        trs = [f'<tr><td class="obj">{esc(n)}</td>{"".join(num(v.get(n), 4) for v in objs.values())}</tr>'
+               for n in rows]
+        parts.append(table(("diagnostic", *objs), trs, cls="compact diag", caption="last value, mean over seeds"))
     return Section("diagnostics", "Diagnostics over training", "".join(parts),
                    "Each diagnostic at the epochs it ran (epoch 0 is the initialisation): mean over seeds, "
-                   "min–max band.")
+                   "min–max band; per-level diagnostics over their levels at the last epoch.")
+
+
+def _level_scale(objs: dict[str, Curve]) -> str | None:
+    """A logit x axis for levels in (0, 1) that reach past 0.9: halving densities (0.5, 0.75, ..., 0.99)
+    bunch up near 1 on a linear one."""
+    levels = [x for c in objs.values() for x in c.epochs]
+    return "logit" if 0 < min(levels) and max(levels) < 1 and max(levels) > 0.9 else None
 
 
 # ----------------------------------------------------------------------------- environment
