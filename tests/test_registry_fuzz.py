@@ -157,11 +157,20 @@ def _weight(n, c, dtype, scale, g):
     return Case({"weight": _randn(g, n, c, scale=scale, dtype=dtype)}, ["weight"], None, 0, [])
 
 
+def _preference(n, c, dtype, scale, g):
+    # Label corruptions hit `chosen`; `rejected` is drawn valid.
+    return Case({"logits": _randn(g, n, c, scale=scale, dtype=dtype),
+                 "chosen": torch.randint(0, c, (n,), generator=g), "rejected": torch.randint(0, c, (n,), generator=g),
+                 "ref_logits": _randn(g, n, c, scale=scale, dtype=dtype)},
+                ["logits", "ref_logits"], "chosen", c, ["logits", "chosen", "rejected", "ref_logits"])
+
+
 OWN_BUILDERS: dict[str, Callable[..., Case]] = {
     "decoupled_softmax": _multilabel, "macro_auc_pairwise": _multilabel, "macro_auc_reweighted": _multilabel,
     "ensloss": _binary, "fixed_predictor_reject": _reject,
     "linear_ce": _projection("hidden", "weight"), "normalized_softmax": _projection("embeddings", "class_weights"),
     "npo": lambda *a: _classes(*a, extra=("ref_logits",)),
+    "dpo": _preference, "rpo": _preference,
     "dual_head_kd": _dual_head,
     "meal_v2": lambda *a: _label_free(_classes(*a, extra=("teacher_logits",))),
     "random_teacher": lambda *a: _label_free(_classes(*a, extra=("teacher_logits",))),

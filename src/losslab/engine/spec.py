@@ -331,7 +331,8 @@ PARTS = (("regularizers", "regularizer"), ("distill", "distill"), ("mixing", "mi
 TEACHER_NAMES = {"teacher", "teacher_logits", "teacher_features"}
 # Losses whose inputs the engine's single-label classification runs do not produce.
 OWN_INPUT_TAGS = {"multilabel": "multi-hot targets", "rejector": "a frozen predictor and a rejector",
-                  "reference": "a frozen reference model", "linear": "hidden states and a projection"}
+                  "reference": "a frozen reference model", "linear": "hidden states and a projection",
+                  "preference": "preference pairs (chosen and rejected ids) and a frozen reference model"}
 
 
 def needs_teacher(kind: str, name: str) -> bool:

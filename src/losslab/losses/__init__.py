@@ -27,6 +27,7 @@ from losslab.losses.multilabel import (
     macro_auc_reweighted,
 )
 from losslab.losses.pairwise import PairwiseSoftmaxLoss, pairwise_softmax
+from losslab.losses.preference import DPOLoss, RPOLoss, dpo_loss, rpo_loss
 from losslab.losses.proportions import (
     BagLevelLoss,
     EasyLLPLoss,
@@ -61,6 +62,7 @@ __all__ = [
     "BagLevelLoss",
     "CompSumLoss",
     "CrossEntropyLoss",
+    "DPOLoss",
     "DecoupledSoftmaxLoss",
     "EasyLLPLoss",
     "EnsLoss",
@@ -81,6 +83,7 @@ __all__ = [
     "PairwiseSoftmaxLoss",
     "PassAtNLoss",
     "ProportionLoss",
+    "RPOLoss",
     "StableMaxCrossEntropyLoss",
     "SymmetricCrossEntropyLoss",
     "ZErrorLoss",
@@ -90,6 +93,7 @@ __all__ = [
     "comp_sum_loss",
     "cross_entropy",
     "decoupled_softmax",
+    "dpo_loss",
     "easyllp_loss",
     "ensloss",
     "fixed_predictor_reject_loss",
@@ -109,6 +113,7 @@ __all__ = [
     "pairwise_softmax",
     "pass_at_n_loss",
     "proportion_loss",
+    "rpo_loss",
     "stablemax_cross_entropy",
     "symmetric_cross_entropy",
     "z_error_loss",
