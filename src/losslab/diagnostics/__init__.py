@@ -13,6 +13,7 @@ restore its mode and leave its parameters and gradients as they found them.
 """
 
 from losslab.diagnostics._base import DIAGNOSTIC_NAMES, restore_model_state
+from losslab.diagnostics.calibration import calibrated_ece
 from losslab.diagnostics.difficulty import el2n_scores, el2n_summary, grand_scores, grand_summary, gwa, opposing_signals
 from losslab.diagnostics.geometry import (
     collapse_metrics,
@@ -47,6 +48,7 @@ from losslab.diagnostics.soups import greedy_soup, uniform_soup
 __all__ = [
     "DIAGNOSTIC_NAMES",
     "SubspaceModel",
+    "calibrated_ece",
     "collapse_metrics",
     "edge_of_stability",
     "eigenvalue_early_stop",
