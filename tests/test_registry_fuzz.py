@@ -73,6 +73,12 @@ def _metric(n, c, dtype, scale, g):
                 ["probs", "target"], grad=False)
 
 
+def _grouped_metric(n, c, dtype, scale, g):
+    case = _metric(n, c, dtype, scale, g)
+    case.kwargs["group_mask"] = torch.arange(c) < max(1, c // 2)  # both groups non-empty for every C >= 2
+    return case
+
+
 def _multilabel(n, c, dtype, scale, g):
     target = torch.randint(0, 2, (n, c), generator=g)
     target[0, 0], target[-1, -1] = 1, 0  # every label column needs both kinds for the AUC losses
@@ -179,6 +185,7 @@ OWN_BUILDERS: dict[str, Callable[..., Case]] = {
     "nd_loss": _features_distill,
     "confidence_penalty": _logits_only, "output_z_loss": _logits_only, "elr": _elr, "ldreg": _features,
     "weight_compander": _weight,
+    "ausuc": _grouped_metric, "seen_unseen": _grouped_metric,
 }
 NOT_FUZZED = {
     "elle": "takes a model, its inputs and a loss function; fuzzed through its own tests' models",

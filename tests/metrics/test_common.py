@@ -7,6 +7,7 @@ Outputs may be a tensor or a NamedTuple of tensors (``curve`` entries).
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import pytest
@@ -17,8 +18,21 @@ from losslab.core.registry import REGISTRY
 
 ENTRIES = [e for e in REGISTRY.entries("metric") if e.obj.__module__.startswith("losslab.metrics")]
 IDS = [e.name for e in ENTRIES]
-HIGHER_IS_BETTER = {"accuracy"}
+HIGHER_IS_BETTER = {"accuracy", "ausuc"}
 DIFFERENTIABLE = {"nll", "brier"}
+# Metrics that take a per-class tensor besides (probs, target): every call below binds it (C = 5 here).
+_GROUP = {"group_mask": torch.tensor([True, True, False, False, False])}
+EXTRA_KWARGS = {"seen_unseen": _GROUP, "ausuc": _GROUP}
+
+
+def _fn(entry):
+    """The entry's function with its extra tensors bound."""
+    return functools.partial(entry.obj, **EXTRA_KWARGS.get(entry.name, {}))
+
+
+def _twin(entry):
+    """The entry's twin class with its extra tensors bound."""
+    return functools.partial(entry.module, **EXTRA_KWARGS.get(entry.name, {}))
 
 
 def _settings(entry):
@@ -76,29 +90,29 @@ BAD_IDS = [f"{e.name}-{k}={v!r}" for e, k, v in BAD_HYPER]
 @pytest.mark.parametrize(("entry", "hyper"), CASES, ids=CASE_IDS)
 def test_streaming_twin_equals_function_on_concatenation(entry, hyper, dtype):
     probs, target = _inputs(n=97, dtype=dtype)
-    metric = entry.module(**hyper)
+    metric = _twin(entry)(**hyper)
     for lo, hi in [(0, 10), (10, 11), (11, 60), (60, 97)]:
         metric.update(probs[lo:hi], target[lo:hi])
-    _close(metric.compute(), entry.obj(probs, target, **hyper))
+    _close(metric.compute(), _fn(entry)(probs, target, **hyper))
 
 
 @pytest.mark.parametrize(("entry", "hyper"), CASES, ids=CASE_IDS)
 def test_forward_gives_batch_value_and_accumulates(entry, hyper):
     probs, target = _inputs(n=40)
-    metric = entry.module(**hyper)
-    _close(metric(probs[:25], target[:25]), entry.obj(probs[:25], target[:25], **hyper))
-    _close(metric(probs[25:], target[25:]), entry.obj(probs[25:], target[25:], **hyper))
-    _close(metric.compute(), entry.obj(probs, target, **hyper))
+    metric = _twin(entry)(**hyper)
+    _close(metric(probs[:25], target[:25]), _fn(entry)(probs[:25], target[:25], **hyper))
+    _close(metric(probs[25:], target[25:]), _fn(entry)(probs[25:], target[25:], **hyper))
+    _close(metric.compute(), _fn(entry)(probs, target, **hyper))
 
 
 @pytest.mark.parametrize(("entry", "hyper"), CASES, ids=CASE_IDS)
 def test_reset_forgets_earlier_batches(entry, hyper):
     probs, target = _inputs(n=40)
-    metric = entry.module(**hyper)
+    metric = _twin(entry)(**hyper)
     metric.update(probs[:20], target[:20])
     metric.reset()
     metric.update(probs[20:], target[20:])
-    _close(metric.compute(), entry.obj(probs[20:], target[20:], **hyper))
+    _close(metric.compute(), _fn(entry)(probs[20:], target[20:], **hyper))
 
 
 @pytest.mark.parametrize(("entry", "hyper"), CASES, ids=CASE_IDS)
@@ -107,16 +121,16 @@ def test_sample_order_invariance(entry, hyper):
     # Duplicate some rows so that ties in confidence are present too.
     probs, target = torch.cat([probs, probs[:20]]), torch.cat([target, (target[:20] + 1) % 5])
     perm = torch.randperm(probs.shape[0], generator=torch.Generator().manual_seed(1))
-    _close(entry.obj(probs[perm], target[perm], **hyper), entry.obj(probs, target, **hyper))
+    _close(_fn(entry)(probs[perm], target[perm], **hyper), _fn(entry)(probs, target, **hyper))
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_float32_close_to_float64_and_half_computes_in_float32(entry):
     probs, target = _inputs(n=64)
-    ref = entry.obj(probs, target)
-    _close(entry.obj(probs.float(), target), _cast(ref, torch.float32), atol=1e-5, rtol=1e-5)
+    ref = _fn(entry)(probs, target)
+    _close(_fn(entry)(probs.float(), target), _cast(ref, torch.float32), atol=1e-5, rtol=1e-5)
     for half in (torch.float16, torch.bfloat16):
-        out = entry.obj(probs.to(half), target)
+        out = _fn(entry)(probs.to(half), target)
         for t in out if isinstance(out, tuple) else (out,):
             assert t.dtype == torch.float32 and torch.isfinite(t).all()
 
@@ -129,8 +143,8 @@ def _cast(x, dtype):
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_cuda_matches_cpu(entry):
     probs, target = _inputs(n=64)
-    out = entry.obj(probs.cuda(), target.cuda())
-    _close(_to_cpu(out), entry.obj(probs, target))
+    out = _fn(entry)(probs.cuda(), target.cuda())
+    _close(_to_cpu(out), _fn(entry)(probs, target))
 
 
 def _to_cpu(x):
@@ -170,16 +184,16 @@ BAD = _bad_inputs()
 def test_bad_inputs_raise_naming_the_argument(entry, case):
     probs, target, name = BAD[case]
     with pytest.raises(ValueError, match=f"`{name}`"):
-        entry.obj(probs, target)
+        _fn(entry)(probs, target)
     with pytest.raises(ValueError, match=f"`{name}`"):
-        entry.module().update(probs, target)
+        _twin(entry)().update(probs, target)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_validate_args_false_skips_value_checks(entry):
     probs, target = _inputs(n=16)
-    entry.obj(probs * 1.01, target, validate_args=False)
-    entry.module(validate_args=False).update(probs * 1.01, target)
+    _fn(entry)(probs * 1.01, target, validate_args=False)
+    _twin(entry)(validate_args=False).update(probs * 1.01, target)
 
 
 # ----------------------------------------------------------------------------- hyper-parameters
@@ -187,9 +201,9 @@ def test_validate_args_false_skips_value_checks(entry):
 def test_bad_hyper_raises_from_function_twin_and_registry(entry, key, value):
     probs, target = _inputs(n=8)
     with pytest.raises(ValueError, match=f"`{key}`"):
-        entry.obj(probs, target, **{key: value})
+        _fn(entry)(probs, target, **{key: value})
     with pytest.raises(ValueError, match=f"`{key}`"):
-        entry.module(**{key: value})
+        _twin(entry)(**{key: value})
     with pytest.raises(ValueError, match=f"`{entry.name}.{key}`"):
         entry.resolve({key: value})
 

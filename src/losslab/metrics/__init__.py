@@ -35,9 +35,11 @@ from losslab.metrics.selective import (
     e_aurc,
     risk_coverage_curve,
 )
+from losslab.metrics.stacking import AUSUC, SeenUnseen, SeenUnseenCurve, ausuc, seen_unseen_curve
 
 __all__ = [
     "AURC",
+    "AUSUC",
     "Accuracy",
     "BrierScore",
     "ClasswiseECE",
@@ -47,8 +49,11 @@ __all__ = [
     "NegativeLogLikelihood",
     "RiskCoverage",
     "RiskCoverageCurve",
+    "SeenUnseen",
+    "SeenUnseenCurve",
     "accuracy",
     "aurc",
+    "ausuc",
     "brier_score",
     "classwise_ece",
     "e_aurc",
@@ -56,4 +61,5 @@ __all__ = [
     "maximum_calibration_error",
     "negative_log_likelihood",
     "risk_coverage_curve",
+    "seen_unseen_curve",
 ]
