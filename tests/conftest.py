@@ -1,4 +1,5 @@
-"""Shared test set-up: tests/ on sys.path (importlib mode), one torch thread per test process, store backends.
+"""Shared test set-up: tests/ on sys.path (importlib mode), one torch thread per test process (and per process
+a test starts), store backends.
 
 ``make test`` runs two pytest workers on two cores; letting each also start
 torch's own thread pool oversubscribes the machine and made small training
@@ -15,6 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(1)
+# The same for the `losslab` processes tests start (kill-and-resume, concurrent writers): torch reads this
+# when it is imported there.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # -- store backends --------------------------------------------------------------------------------------------

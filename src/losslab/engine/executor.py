@@ -8,7 +8,9 @@ Several ``losslab run`` processes may share a spec and a store: each run is
 claimed in the store before it starts, with a lease the claiming process
 renews while it trains. Others skip a claimed run, wait for its result, and
 take it over only if the lease expires (its owner was killed), so no run is
-trained twice and no dead process blocks one for ever.
+trained twice and no dead process blocks one for ever. A holder that was a
+process of this machine and no longer runs is taken over at once
+(:mod:`losslab.engine.owners`).
 
 Packs (:mod:`losslab.engine.packing`) train first, in this process, each as
 one stacked model (:mod:`losslab.engine.vmap`); every member is claimed
@@ -21,11 +23,9 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from losslab.engine.owners import dead_local_owner, new_owner
 from losslab.engine.packing import Pack
 from losslab.engine.plan import RunSpec
 from losslab.engine.store import RunResult, Store
@@ -64,7 +65,7 @@ class Leases:
 
     def __init__(self, store: Store, lease_s: float) -> None:
         self.store, self.lease_s = store, lease_s
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = new_owner()
         self.held: set[str] = set()
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._beat, name="losslab-lease", daemon=True)
@@ -72,6 +73,10 @@ class Leases:
 
     def claim(self, run_id: str) -> bool:
         ok = self.store.claim(run_id, self.owner, self.lease_s)
+        if not ok:  # held: by a killed process of this machine? Then there is nothing to wait for.
+            holder = self.store.claim_holder(run_id)
+            if holder is not None and dead_local_owner(holder):
+                ok = self.store.take_over(run_id, holder, self.owner, self.lease_s)
         if ok:
             with self._lock:
                 self.held.add(run_id)

@@ -112,6 +112,21 @@ class Store:
         except IntegrityError:  # another claimant inserted between our read and insert
             return False
 
+    def claim_holder(self, run_id: str) -> str | None:
+        """The owner of the claim on ``run_id`` (expired or not), or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(claims.c.owner).where(claims.c.run_id == run_id)).scalar()
+
+    def take_over(self, run_id: str, holder: str, owner: str, lease_s: float) -> bool:
+        """Move the claim on an unfinished run from ``holder`` (known dead) to ``owner``; False if the run is
+        done or the claim is no longer ``holder``'s (someone else took it, or it was released)."""
+        with write_transaction(self.engine, run_id) as conn:
+            if conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).scalar() == "done":
+                return False
+            res = conn.execute(claims.update().where(claims.c.run_id == run_id, claims.c.owner == holder)
+                               .values(owner=owner, expires_at=time.time() + lease_s))
+            return (res.rowcount or 0) == 1
+
     def renew(self, run_ids: Iterable[str], owner: str, lease_s: float) -> int:
         """Extend ``owner``'s leases on ``run_ids``; returns how many it still held."""
         ids = list(run_ids)
