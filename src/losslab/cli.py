@@ -6,7 +6,6 @@ exits with status 2 and one line on stderr, before anything is written.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import signal
@@ -207,14 +206,14 @@ def report(
                                                  "metric knows its own, a series defaults to max."),
 ) -> None:
     """The ranked table: mean and 95% CI across seeds, and the paired difference to the reference."""
-    from losslab.engine.curves import last_values, milestones, series
+    from losslab.engine.curves import last_values, milestones, ranking_values, series
     from losslab.engine.stats import summarize
 
     with user_errors():
         levels = [_milestone_arg(m) for m in milestone]
         if direction is not None and direction not in ("max", "min"):
             raise ValueError(f"Expected `--direction` to be one of max, min, but got {direction!r}.")
-        page = _html_report(spec_path, store_url, html) if html is not None else None
+        page = _html_report(spec_path, store_url, html, metric, direction) if html is not None else None
         spec, plan = _plan(spec_path)
         store = _existing_store(store_url)
         finals = store.final_metrics(r.run_id for r in plan) if store else {}
@@ -223,7 +222,7 @@ def report(
         diag_labels = [d.label or d.name for d in spec.diagnostics]
         ranks_a_series = metric not in RANKING_METRICS
         data = series(plan, store) if store and (diag_labels or levels or ranks_a_series) else {}
-        scored, higher = _ranking_values(metric, direction, finals, plan, data)
+        scored, higher = ranking_values(metric, direction, finals, plan, data)
         rows = summarize(plan, scored, metric=metric, higher_is_better=higher, reference=reference)
         diags = last_values(plan, data, diag_labels) if diag_labels else {}
         marks = {f"{m}={lv:g}": milestones(plan, data, m, lv) for m, lv in levels}
@@ -273,37 +272,14 @@ def report(
     _print_milestones(marks)
 
 
-def _ranking_values(metric: str, direction: str | None, finals: dict[str, dict[str, float | None]],
-                    plan: list[Any], data: dict[str, Any]) -> tuple[dict[str, dict[str, float | None]], bool]:
-    """Per-run values to rank by (the final metrics, plus `metric`'s last value when it is a series) and
-    whether higher is better."""
-    from losslab.engine.curves import last_per_run
-
-    if metric in RANKING_METRICS:
-        known = RANKING_METRICS[metric]
-        if direction is not None and (direction == "max") != known:
-            raise ValueError(f"Expected `--direction` {'max' if known else 'min'} for {metric} (or none), "
-                             f"but got {direction!r}.")
-        return finals, known
-    lasts = last_per_run(plan, data, metric)
-    if not lasts:
-        stored = sorted({name for per_run in data.values() for name in per_run})
-        hint = difflib.get_close_matches(metric, stored + list(RANKING_METRICS), n=1)
-        shown = ", ".join(stored[:12]) + (f", ... ({len(stored)} in all)" if len(stored) > 12 else "")
-        raise ValueError(f"Expected `--metric` to be a final metric ({', '.join(RANKING_METRICS)}) or a series "
-                         f"stored for SPEC's runs ({shown or 'none stored yet'}), but got {metric!r}."
-                         + (f" Did you mean {hint[0]!r}?" if hint else ""))
-    scored = {rid: {**finals.get(rid, {}), metric: value} for rid, value in lasts.items()}
-    return scored, direction != "min"
-
-
-def _html_report(spec_path: Path, store_url: str, html: Path) -> str:
-    """The HTML report of SPEC, built before anything is printed or written (a bad PATH or an empty store
-    stops the command with one line and no file)."""
+def _html_report(spec_path: Path, store_url: str, html: Path, metric: str | None = None,
+                 direction: str | None = None) -> str:
+    """The HTML report of SPEC, built before anything is printed or written (a bad PATH, an empty store or
+    an unknown `--metric` stops the command with one line and no file)."""
     from losslab.report import ReportData, build_report, check_html_path
 
     check_html_path(html)
-    return build_report(ReportData.load(spec_path, store_url))
+    return build_report(ReportData.load(spec_path, store_url, metric=metric, direction=direction))
 
 
 def _milestone_arg(text: str) -> tuple[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html as htmllib
+import json
 import math
 import os
 import re
@@ -226,3 +227,23 @@ def test_per_level_diagnostics_are_drawn_over_their_levels(report_store):
     assert body.count("<figure>") == 2 * cells
     for bits in (8, 6, 4, 3, 2):  # the table still lists every level's last value, one row each
         assert body.count(f"<td class=\"obj\">quantized_accuracy.acc@{bits}bit</td>") == cells
+
+
+def test_metric_override_ranks_the_page_like_the_terminal(report_store, tmp_path):
+    """`report --metric SERIES --html`: the page's leaderboard is the terminal's ranking of that series."""
+    spec, url = report_store
+    key = "quantized_accuracy.acc@2bit"
+    page = tmp_path / "m.html"
+    res = CliRunner().invoke(app, ["report", str(spec), "--store", url, "--metric", key, "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    terminal = json.loads(CliRunner().invoke(app, ["report", str(spec), "--store", url, "--metric", key,
+                                                   "--json"]).stdout)
+    data = ReportData.load(spec, url, metric=key)
+    assert data.metric == key and data.higher_is_better
+    mine = [(r.condition, r.objective, r.rank, r.score.mean, r.score.n) for r in data.rows]
+    assert mine == [(r["condition"], r["objective"], r["rank"], r["score"]["mean"], r["score"]["n"])
+                    for r in terminal["rows"]]
+    assert f"{key} (higher is better)" in page.read_text()
+    bad = tmp_path / "bad.html"
+    res = CliRunner().invoke(app, ["report", str(spec), "--store", url, "--metric", "nope", "--html", str(bad)])
+    assert res.exit_code == 2 and not bad.exists()

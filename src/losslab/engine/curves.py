@@ -9,6 +9,7 @@ seeds as the report.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections import defaultdict
@@ -83,6 +84,36 @@ def last_per_run(plan: list[RunSpec], data: Series, metric: str) -> dict[str, fl
         if points:
             out[run.run_id] = max(points)[1]
     return out
+
+
+def ranking_values(metric: str, direction: str | None, finals: dict[str, dict[str, float | None]],
+                   plan: list[RunSpec], data: Series) -> tuple[dict[str, dict[str, float | None]], bool]:
+    """Per-run values to rank by, and whether higher is better.
+
+    ``metric`` is a final metric (``RANKING_METRICS``: ``finals`` as they are,
+    its own direction; a contradicting ``direction`` is refused) or any series
+    in ``data`` (each run's last value added to its finals; ``direction`` "max"
+    unless "min"). ValueError names the stored series when ``metric`` is neither.
+    """
+    from losslab.engine.spec import RANKING_METRICS
+
+    if direction is not None and direction not in ("max", "min"):
+        raise ValueError(f"Expected `--direction` to be one of max, min, but got {direction!r}.")
+    if metric in RANKING_METRICS:
+        known = RANKING_METRICS[metric]
+        if direction is not None and (direction == "max") != known:
+            raise ValueError(f"Expected `--direction` {'max' if known else 'min'} for {metric} (or none), "
+                             f"but got {direction!r}.")
+        return finals, known
+    lasts = last_per_run(plan, data, metric)
+    if not lasts:
+        stored = sorted({name for per_run in data.values() for name in per_run})
+        hint = difflib.get_close_matches(metric, stored + list(RANKING_METRICS), n=1)
+        shown = ", ".join(stored[:12]) + (f", ... ({len(stored)} in all)" if len(stored) > 12 else "")
+        raise ValueError(f"Expected `--metric` to be a final metric ({', '.join(RANKING_METRICS)}) or a series "
+                         f"stored for SPEC's runs ({shown or 'none stored yet'}), but got {metric!r}."
+                         + (f" Did you mean {hint[0]!r}?" if hint else ""))
+    return {rid: {**finals.get(rid, {}), metric: value} for rid, value in lasts.items()}, direction != "min"
 
 
 # A diagnostic that reports one value per level: "<label>.<stem>@<level><unit>", e.g.

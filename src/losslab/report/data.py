@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from losslab.engine.curves import Series, series
+from losslab.engine.curves import Series, ranking_values, series
 from losslab.engine.plan import RunSpec, make_plan, reference_label
 from losslab.engine.spec import RANKING_METRICS, Spec, load_spec
 from losslab.engine.stats import Row, summarize
@@ -42,10 +42,14 @@ class ReportData:
     store_url: str
     finals: dict[str, dict[str, float | None]]
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    metric_override: str | None = None  # `losslab report --metric`: a final metric or a stored series
+    direction: str | None = None
 
     @classmethod
-    def load(cls, spec_path: Path, store_url: str) -> "ReportData":
-        """Read ``spec_path`` and the store; ValueError when the store holds none of its finished runs."""
+    def load(cls, spec_path: Path, store_url: str, *, metric: str | None = None,
+             direction: str | None = None) -> "ReportData":
+        """Read ``spec_path`` and the store; ValueError when the store holds none of its finished runs, or
+        ``metric`` is neither a final metric nor a stored series (see :func:`losslab.engine.curves.ranking_values`)."""
         spec = load_spec(spec_path)
         plan = make_plan(spec)
         try:
@@ -56,20 +60,38 @@ class ReportData:
         if not finals:
             raise ValueError(f"spec {spec.name!r} has no finished runs in store {masked(store_url)}; "
                              "run it first (nothing was written)")
-        return cls(spec, Path(spec_path), plan, store, Path(spec_path).read_text(), store_url, finals)
+        data = cls(spec, Path(spec_path), plan, store, Path(spec_path).read_text(), store_url, finals,
+                   metric_override=metric, direction=direction)
+        data.scored  # noqa: B018 - validates `metric` now, before any section is built
+        return data
 
     # -- the leaderboard ----------------------------------------------------------
     @functools.cached_property
     def reference(self) -> str:
         return reference_label(self.spec, self.plan)
 
+    @property
+    def metric(self) -> str:
+        """What the leaderboard ranks by: ``--metric``, else the spec's metric."""
+        return self.metric_override or self.spec.metric
+
     @functools.cached_property
+    def _ranking(self) -> tuple[dict[str, dict[str, float | None]], bool]:
+        data = self.series if self.metric not in RANKING_METRICS else {}
+        return ranking_values(self.metric, self.direction, self.finals, self.plan, data)
+
+    @property
+    def scored(self) -> dict[str, dict[str, float | None]]:
+        """Per-run values holding :attr:`metric` (the final metrics, plus a series' last value)."""
+        return self._ranking[0]
+
+    @property
     def higher_is_better(self) -> bool:
-        return RANKING_METRICS[self.spec.metric]
+        return self._ranking[1]
 
     @functools.cached_property
     def rows(self) -> list[Row]:
-        return summarize(self.plan, self.finals, metric=self.spec.metric, higher_is_better=self.higher_is_better,
+        return summarize(self.plan, self.scored, metric=self.metric, higher_is_better=self.higher_is_better,
                          reference=self.reference)
 
     @functools.cached_property
@@ -87,11 +109,11 @@ class ReportData:
         return list(dict.fromkeys(r.objective for r in self.plan))
 
     def per_seed(self, metric: str | None = None) -> dict[Group, dict[str, dict[int, float]]]:
-        """``group -> objective -> seed -> final value`` of ``metric`` (the spec's by default), finite only."""
-        metric = metric or self.spec.metric
+        """``group -> objective -> seed -> final value`` of ``metric`` (the ranked one by default), finite only."""
+        metric = metric or self.metric
         out: dict[Group, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
         for r in self.plan:
-            v = self.finals.get(r.run_id, {}).get(metric)
+            v = self.scored.get(r.run_id, {}).get(metric)
             if v is not None and math.isfinite(v):
                 out[(r.dataset, r.condition)][r.objective][r.seed] = v
         return out

@@ -103,7 +103,7 @@ def render(data: ReportData, sections: list[SectionFn]) -> str:
 def _header(data: ReportData, built: list[Section]) -> str:
     seeds = sorted({r.seed for r in data.plan})
     datasets = list(dict.fromkeys(g[0] for g in data.groups))
-    facts = [("metric", f"{data.spec.metric} {'↑' if data.higher_is_better else '↓'}"),
+    facts = [("metric", f"{data.metric} {'↑' if data.higher_is_better else '↓'}"),
              ("reference", data.reference),
              ("runs finished", f"{len(data.finals)} / {len(data.plan)}"),
              ("objectives", str(len(data.objectives))),

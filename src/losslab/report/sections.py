@@ -45,7 +45,7 @@ SectionFn = Callable[[ReportData], "Section | None"]
 # ----------------------------------------------------------------------------- leaderboard
 def leaderboard(data: ReportData) -> Section:
     """The ranked table of the terminal report per (dataset, condition), and its intervals as a figure."""
-    metric, ref = data.spec.metric, data.reference
+    metric, ref = data.metric, data.reference
     colors = figures.palette(data.objectives)
     per_seed = data.per_seed()
     by_group: dict[tuple[str, str], list[Row]] = {}
@@ -131,7 +131,7 @@ def comparisons(data: ReportData) -> Section | None:
             continue
         pw = pairwise(values, names, higher_is_better=data.higher_is_better)
         parts.append(f"<h3>{esc(data.cell_title(group))}</h3>" + figure(
-            figures.pairwise_figure(pw, data.cell_title(group), data.spec.metric),
+            figures.pairwise_figure(pw, data.cell_title(group), data.metric),
             "Each cell: mean paired difference row − column over common seeds (blue: row better), the paired "
             "t-test p-value Holm-adjusted over the cell's pairs (bold below 0.05), and the seeds row won."))
     if not parts:
@@ -174,7 +174,7 @@ def training_curves(data: ReportData) -> Section | None:
     """Per-epoch train loss and test metrics: mean over seeds with the min-max band, per cell."""
     colors = figures.palette(data.objectives)
     stored = {m for by_metric in data.series.values() for m in by_metric}
-    metrics = [m for m in dict.fromkeys((data.spec.metric, *CURVE_METRICS)) if m in stored]
+    metrics = [m for m in dict.fromkeys((data.metric, *CURVE_METRICS)) if m in stored]
     if not metrics:
         return None
     by_metric = {m: curves(data.plan, data.series, m) for m in metrics}
@@ -289,12 +289,12 @@ def environment(data: ReportData) -> Section:
 
 
 def _run_list(data: ReportData) -> str:
-    metric = data.spec.metric
+    metric = data.metric
     trs = []
     for r in data.plan:
         info = data.runs.get(r.run_id)
         status = info["status"] if info else "pending"
-        value = data.finals.get(r.run_id, {}).get(metric)
+        value = data.scored.get(r.run_id, {}).get(metric)
         trs.append(f'<tr class="{esc(status)}"><td><code>{esc(r.run_id)}</code></td><td>{esc(r.dataset)}</td>'
                    f"<td>{esc(r.condition)}</td><td>{esc(r.objective)}</td><td>{r.seed}</td><td>{esc(status)}</td>"
                    f"{num(value, 4)}<td>{esc(_duration(info['duration_s']) if info else '—')}</td></tr>")
