@@ -64,13 +64,19 @@ def test_condition_contract(entry, base):
     before = {k: getattr(base, k).clone() for k in ("x_train", "y_train", "y_train_clean")}
     out = _apply(entry, base)
     assert isinstance(out, SplitData) and out is not base
-    assert out.x_test is base.x_test and out.y_test is base.y_test  # the test split is never touched
+    shift = entry.family == "shift"
+    if shift:  # shift conditions touch only the test split
+        assert out.x_train is base.x_train and out.y_train is base.y_train and out.y_train_clean is base.y_train_clean
+        assert out.x_test.shape[1:] == base.x_test.shape[1:] and out.y_test.shape == (out.x_test.shape[0],)
+    else:  # every other condition never touches the test split
+        assert out.x_test is base.x_test and out.y_test is base.y_test
     assert out.num_classes == base.num_classes
     assert len(out.records) == len(base.records) + 1 and out.records[-1].name == entry.name
     n = out.x_train.shape[0]
     assert out.y_train.shape == (n,) and out.y_train_clean.shape == (n,)
+    m = out.x_test.shape[0] if shift else n  # records index the split the condition changed
     for tensor in out.records[-1].changed.values():
-        assert tensor.shape[0] in (n, base.x_train.shape[0])
+        assert tensor.shape[0] in (m, (base.x_test if shift else base.x_train).shape[0])
     json.dumps(out.records[-1].summary)
     json.dumps(out.records[-1].params)
     for k, v in before.items():  # the input is not modified
@@ -81,6 +87,7 @@ def test_condition_contract(entry, base):
 def test_condition_deterministic_under_the_generator(entry, base):
     a, b = _apply(entry, base, seed=3), _apply(entry, base, seed=3)
     assert torch.equal(a.y_train, b.y_train) and torch.equal(a.x_train, b.x_train)
+    assert torch.equal(a.y_test, b.y_test) and torch.equal(a.x_test, b.x_test)
     for key, tensor in a.records[-1].changed.items():
         assert torch.equal(tensor, b.records[-1].changed[key])
 

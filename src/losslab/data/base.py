@@ -3,8 +3,9 @@
 A dataset builder returns a :class:`SplitData`: tensors for a train and a test
 split. A condition (label noise, imbalance, bags, ...) takes a ``SplitData``
 and a ``torch.Generator`` and returns a *new* ``SplitData`` whose ``records``
-say exactly what it changed; the test split is never touched, so every
-condition is judged on clean test labels.
+say exactly what it changed. Train-side conditions never touch the test
+split, so every condition is judged on clean test labels; shift conditions
+(``losslab.data.conditions.shift``) touch only the test split.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class ConditionRecord:
 
     ``changed`` holds tensors indexed like the *current* train split, e.g. a
     boolean ``noise_mask`` of shape ``(N_train,)``, ``kept_index`` into the
-    previous train split, or ``bag`` ids. ``summary`` holds JSON-able numbers
+    previous train split, or ``bag`` ids (shift conditions: like the test split,
+    e.g. ``kept_test_index``). ``summary`` holds JSON-able numbers
     (realised noise rate, class counts) that the store keeps.
     """
 

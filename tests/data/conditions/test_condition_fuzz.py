@@ -2,8 +2,8 @@
 
 For random small splits (N down to 2, C down to 2, labels possibly missing a
 class) and hyper-parameters anywhere in their declared ranges, a condition
-returns a well-formed split (test split untouched, labels in range, its record
-appended) or refuses with a ValueError naming an argument; a hyper-parameter
+returns a well-formed split (test split untouched, or for the shift family the
+train split untouched; labels in range, its record appended) or refuses with a ValueError naming an argument; a hyper-parameter
 beyond its bounds is always refused by name, before any work is done (the two
 conditions that train models are checked for that property only).
 """
@@ -70,6 +70,11 @@ def test_valid_hypers_give_a_well_formed_split_or_a_named_refusal(entry):
             assert _names_an_argument(err, entry), f"{entry.name}: {err}"
             return
         assert isinstance(out, SplitData) and len(out.records) == len(base.records) + 1
+        if entry.family == "shift":  # shift conditions touch only the test split
+            assert torch.equal(out.x_train, base.x_train) and torch.equal(out.y_train, base.y_train)
+            assert out.x_test.shape[1:] == base.x_test.shape[1:] and len(out.x_test) == len(out.y_test) >= 1
+            assert int(out.y_test.min()) >= 0 and int(out.y_test.max()) < base.num_classes
+            return
         assert torch.equal(out.x_test, base.x_test) and torch.equal(out.y_test, base.y_test)
         assert 1 <= len(out.y_train) <= len(base.y_train) and len(out.x_train) == len(out.y_train)
         assert int(out.y_train.min()) >= 0 and int(out.y_train.max()) < base.num_classes
