@@ -90,3 +90,22 @@ def test_bad_arguments_name_themselves(tmp_path, parsed, kwargs, message):
     with pytest.raises(ValueError, match=message):
         tune(spec, plan, f"sqlite:///{tmp_path / 'x.db'}", **{"trials": 1, **kwargs})
     assert not (tmp_path / "x.db").exists() or math.isfinite(0)
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_a_lease_later(tmp_path):
+    """Optuna's stale check skips trials that never beat; such a trial must not stay 'running' for ever."""
+    import time
+
+    from losslab.tune.study import _fail_silent_trials, storage
+
+    lease = 0.5
+    rdb = storage(f"sqlite:///{tmp_path / 's.db'}", lease)
+    study = optuna.create_study(study_name="s", storage=rdb)
+    silent, beating = study.ask(), study.ask()  # ask() creates RUNNING trials, no heartbeat yet
+    rdb.record_heartbeat(beating._trial_id)
+    time.sleep(lease + 0.2)
+    young = study.ask()
+    _fail_silent_trials(optuna, study, rdb, lease)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
+    assert states == {silent.number: failed, beating.number: running, young.number: running}

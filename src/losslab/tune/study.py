@@ -15,11 +15,14 @@ killed ``losslab tune`` resumes where it stopped, and several processes
 ``--trials N`` is the number of finished (complete or pruned) trials the
 study should reach, counted across every worker. A worker that dies stops
 sending heartbeats, and its trial is marked failed and retried once after
-the lease (``LOSSLAB_LEASE_SECONDS``) runs out.
+the lease (``LOSSLAB_LEASE_SECONDS``) runs out; one killed before its trial's
+first heartbeat leaves a trial that is marked failed when the next worker
+starts a lease later.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 import warnings
@@ -101,6 +104,29 @@ def _retry_stale(optuna: Any) -> dict[str, Any]:
     return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
 
 
+def _fail_silent_trials(optuna: Any, study: Any, rdb: Any, lease_s: float) -> None:
+    """Mark failed the running trials that never sent a heartbeat and started over a lease ago.
+
+    A worker killed between creating a trial and its first heartbeat leaves
+    such a trial behind, and Optuna's stale-trial check only looks at trials
+    that have a heartbeat: it would stay "running" for ever. A live worker
+    records its first heartbeat milliseconds after creating the trial, so one
+    without any after a whole lease is dead.
+    """
+    import sqlalchemy as sa
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return
+    with rdb.engine.connect() as conn:  # Optuna's own table: one row per trial that ever beat
+        beating = {row[0] for row in conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats"))}
+    now = datetime.datetime.now()  # Optuna stamps datetime_start with naive local time
+    for trial in running:
+        started = trial.datetime_start
+        if trial._trial_id not in beating and started is not None and (now - started).total_seconds() > lease_s:
+            rdb.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
 def base_runs(spec: Spec, plan: list[RunSpec], objective: str | None, seeds: int) -> list[RunSpec]:
     """The runs a trial re-trains: the objective's first dataset/condition cell, first ``seeds`` seeds."""
     labels = list(dict.fromkeys(r.objective for r in plan))
@@ -142,10 +168,12 @@ def tune(spec: Spec, plan: list[RunSpec], url: str, *, trials: int, objective: s
     dims = select(search_space(runs[0].config), params)
     name = study_name or f"{spec.name}:{runs[0].objective}"
     optuna = _optuna()
+    rdb = storage(url, lease_s)
     study = optuna.create_study(
-        study_name=name, storage=storage(url, lease_s), direction=direction, load_if_exists=True,
+        study_name=name, storage=rdb, direction=direction, load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed), pruner=_pruner(optuna, pruner, runs[0].config[
             "train"]["epochs"]))
+    _fail_silent_trials(optuna, study, rdb, lease_s)
     if not study.get_trials(deepcopy=False):
         # The spec's own setting is trial 0, so the study always scores the baseline it has to beat.
         study.enqueue_trial(current_values(runs[0].config, dims), skip_if_exists=True)
