@@ -15,6 +15,7 @@ from losslab.core.validation import (
     check_target,
     check_weight,
     compute_dtype,
+    fail,
 )
 
 
@@ -48,6 +49,14 @@ def prepare(
     if target.dtype.is_floating_point:
         target = target.to(dtype)
     return logits, target, weight
+
+
+def check_reference_logits(ref_logits: object, logits: Tensor, *, validate_args: bool) -> Tensor:
+    """A frozen reference model's ``ref_logits``: valid logits of ``logits``' shape (NPO, DPO, RPO)."""
+    check_logits(ref_logits, "ref_logits", validate_args=validate_args)
+    if tuple(ref_logits.shape) != tuple(logits.shape):
+        fail("ref_logits", f"of shape {tuple(logits.shape)} like `logits`", f"shape {tuple(ref_logits.shape)}")
+    return ref_logits
 
 
 def target_log_prob(log_probs: Tensor, target: Tensor) -> Tensor:

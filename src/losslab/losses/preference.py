@@ -32,7 +32,7 @@ from losslab.core.validation import (
     compute_dtype,
     fail,
 )
-from losslab.losses._base import LossModule, target_log_prob
+from losslab.losses._base import LossModule, check_reference_logits, target_log_prob
 
 _BETA = real(0.1, 0.0, None, low_open=True, doc="inverse temperature of the chosen log-ratio (KL strength)")
 _BETA_REJECTED = real(None, 0.0, None, low_open=True,
@@ -136,9 +136,7 @@ def _from_logits(logits: Any, chosen: Any, rejected: Any, ref_logits: Any, beta:
     n, c = logits.shape
     check_class_target(chosen, c, n, "chosen", validate_args=validate_args)
     check_class_target(rejected, c, n, "rejected", validate_args=validate_args)
-    check_logits(ref_logits, "ref_logits", validate_args=validate_args)
-    if tuple(ref_logits.shape) != (n, c):
-        fail("ref_logits", f"of shape {(n, c)} like `logits`", f"shape {tuple(ref_logits.shape)}")
+    check_reference_logits(ref_logits, logits, validate_args=validate_args)
     check_weight(weight, n, validate_args=validate_args)
     dtype = compute_dtype(logits)
     log_p = torch.log_softmax(logits.to(dtype), dim=-1)

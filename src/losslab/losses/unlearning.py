@@ -8,15 +8,8 @@ from torch import Tensor, nn
 
 from losslab.core.reduction import reduce_loss
 from losslab.core.registry import real, register, twin
-from losslab.core.validation import check_logits, check_number, check_reduction, fail
-from losslab.losses._base import prepare, target_log_prob
-
-
-def _check_reference(ref_logits: object, logits: Tensor, *, validate_args: bool) -> Tensor:
-    check_logits(ref_logits, "ref_logits", validate_args=validate_args)
-    if tuple(ref_logits.shape) != tuple(logits.shape):
-        fail("ref_logits", f"of shape {tuple(logits.shape)} like `logits`", f"shape {tuple(ref_logits.shape)}")
-    return ref_logits
+from losslab.core.validation import check_number, check_reduction
+from losslab.losses._base import check_reference_logits, prepare, target_log_prob
 
 
 @register("loss", "npo", family="unlearning", papers=(272,), tags=("reference",),
@@ -82,7 +75,7 @@ def npo_loss(
     check_number(beta, "beta", low=1e-9)
     logits, target, weight = prepare(logits, target, weight, reduction,
                                      validate_args=validate_args, soft_target=False)
-    ref = _check_reference(ref_logits, logits, validate_args=validate_args).detach().to(logits.dtype)
+    ref = check_reference_logits(ref_logits, logits, validate_args=validate_args).detach().to(logits.dtype)
     log_ratio = target_log_prob(torch.log_softmax(logits, dim=-1), target) \
         - target_log_prob(torch.log_softmax(ref, dim=-1), target)
     return reduce_loss(2.0 / beta * F.softplus(beta * log_ratio), reduction, weight)
