@@ -21,9 +21,9 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import Tensor, nn
 
+from losslab.compress._layers import WEIGHT_LAYERS
 from losslab.core.validation import check_choice, check_number, check_tensor, fail
 
-PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PRUNE_METHODS = ("global_magnitude", "lamp", "layerwise_magnitude", "random")
 
 Scores = Mapping[str, Tensor]
@@ -447,7 +447,7 @@ def _masks(model: nn.Module, sparsity: float, method: str, min_keep: int,
 def _layers(model: nn.Module) -> dict[str, nn.Module]:
     if not isinstance(model, nn.Module):
         fail("model", "a torch.nn.Module", type(model).__name__)
-    layers = {name or "layer": m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    layers = {name or "layer": m for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
     if not layers:
         fail("model", "a network with at least one nn.Linear or nn.Conv1d/2d/3d layer", type(model).__name__)
     return layers

@@ -20,10 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from losslab.compress._layers import WEIGHT_LAYERS
 from losslab.core.validation import check_finite, check_floating, check_number, check_tensor, compute_dtype, fail
-
-QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-"""Layers whose ``weight`` :func:`quantize_weights` quantizes (output channels along dim 0)."""
 
 
 def fake_quantize(
@@ -167,7 +165,7 @@ def _quantizable_weights(model: Any) -> dict[str, nn.Parameter]:
     seen: set[int] = set()
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, QUANTIZABLE) and isinstance(weight, Tensor) and id(weight) not in seen:
+        if isinstance(module, WEIGHT_LAYERS) and isinstance(weight, Tensor) and id(weight) not in seen:
             seen.add(id(weight))
             out[name or "model"] = weight
     if not out:
@@ -320,7 +318,7 @@ def quantized_activations(model: nn.Module, bits: int, *, symmetric: bool = Fals
             x = fake_quantize(x, bits, symmetric=symmetric, per_channel=True, dim=0, validate_args=False)
         return (x, *args[1:])
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, QUANTIZABLE)]
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
     try:
         yield model
     finally:
@@ -370,7 +368,7 @@ def count_macs(model: nn.Module, example_input: Tensor) -> int:
             module.in_channels // module.groups * int(torch.tensor(module.kernel_size).prod()))
         total[0] += output.numel() * fan_in
 
-    layers = [m for m in model.modules() if isinstance(m, QUANTIZABLE)]
+    layers = [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
     handles = [m.register_forward_hook(hook) for m in layers]
     was_training = model.training
     try:

@@ -26,7 +26,9 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from losslab.core.validation import fail
 
 DIAGNOSTIC_NAMES = ("model", "inputs", "target", "clean_target", "test_inputs", "test_target", "loss_fn",
                     "initial_state", "num_classes", "generator", "step", "epoch")
@@ -48,3 +50,13 @@ def restore_model_state(model: nn.Module, *, train: bool = False) -> Iterator[nn
         model.train(was_training)
         for p, g in grads.items():
             p.grad = g
+
+
+def classifier_accuracy(model: nn.Module, inputs: Tensor, target: Tensor) -> float:
+    """Top-1 accuracy of ``model`` on a batch, in eval mode and left as found; the model must return ``(n, C)``."""
+    with restore_model_state(model), torch.no_grad():
+        logits = model(inputs)
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
+        got = f"shape {tuple(logits.shape)}" if isinstance(logits, Tensor) else type(logits).__name__
+        fail("model", f"a classifier returning logits of shape ({inputs.shape[0]}, C)", got)
+    return float((logits.argmax(dim=1) == target).float().mean())

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from losslab.compress.pruning import PRUNE_METHODS, pruned
 from losslab.core.registry import choice, integer, real, register
 from losslab.core.validation import check_choice, check_number
-from losslab.diagnostics._base import restore_model_state
+from losslab.diagnostics._base import classifier_accuracy
 from losslab.diagnostics._checks import check_batch, check_generator, check_labels, check_model
 
 MAX_LEVELS = 20
@@ -83,19 +83,14 @@ def prune_accuracy(
     min_keep = check_number(min_keep, "min_keep", low=0, integer=True)
     tolerance = check_number(tolerance, "tolerance", low=0.0, high=1.0)
     check_generator(generator)
-    out = {"dense": _accuracy(model, test_inputs, test_target)}
+    out = {"dense": classifier_accuracy(model, test_inputs, test_target)}
     prunability, intact = 0.0, True
     for k in range(1, levels + 1):
         sparsity = 1.0 - 2.0 ** -k
         with pruned(model, sparsity, method=method, min_keep=min_keep, generator=generator):
-            acc = _accuracy(model, test_inputs, test_target)
+            acc = classifier_accuracy(model, test_inputs, test_target)
         out[f"acc@{sparsity!r}"] = acc
         intact = intact and acc >= out["dense"] - tolerance
         prunability = sparsity if intact else prunability
     out["prunability"] = prunability
     return out
-
-
-def _accuracy(model: nn.Module, inputs: Tensor, target: Tensor) -> float:
-    with restore_model_state(model), torch.no_grad():
-        return float((model(inputs).argmax(dim=1) == target).float().mean())

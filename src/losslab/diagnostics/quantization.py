@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401 - the doctests run in this namespace
 from torch import Tensor, nn
 
 from losslab.compress.quantization import quantized_weights
 from losslab.core.registry import flag, real, register
 from losslab.core.validation import check_number, fail
-from losslab.diagnostics._base import restore_model_state
+from losslab.diagnostics._base import classifier_accuracy
 from losslab.diagnostics._checks import check_batch, check_labels, check_model
 
 BIT_WIDTHS = (8, 6, 4, 3, 2)
@@ -85,20 +85,11 @@ def quantized_accuracy(
         if not isinstance(value, bool):
             fail(name, "True or False", repr(value))
     tolerance = check_number(tolerance, "tolerance", low=0.0, high=1.0)
-    out = {"dense": _accuracy(model, test_inputs, test_target)}
+    out = {"dense": classifier_accuracy(model, test_inputs, test_target)}
     for bits in BIT_WIDTHS:
         with quantized_weights(model, bits, per_channel=per_channel, symmetric=symmetric):
-            out[f"acc@{bits}bit"] = _accuracy(model, test_inputs, test_target)
+            out[f"acc@{bits}bit"] = classifier_accuracy(model, test_inputs, test_target)
     # the 1e-9 slack keeps e.g. 0.89 >= 0.90 - 0.01 true despite binary rounding
     ok = [b for b in BIT_WIDTHS if out[f"acc@{b}bit"] >= out["dense"] - tolerance - 1e-9]
     out["min_bits"] = float(min(ok)) if ok else FULL_PRECISION_BITS
     return out
-
-
-def _accuracy(model: nn.Module, inputs: Tensor, target: Tensor) -> float:
-    with restore_model_state(model), torch.no_grad():
-        logits = model(inputs)
-    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
-        got = f"shape {tuple(logits.shape)}" if isinstance(logits, Tensor) else type(logits).__name__
-        fail("model", f"a classifier returning logits of shape ({inputs.shape[0]}, C)", got)
-    return float((logits.argmax(dim=1) == target).float().mean())
