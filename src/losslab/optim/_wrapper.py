@@ -32,6 +32,25 @@ def params_with_grad(groups: Iterable[dict[str, Any]]) -> list[tuple[dict[str, A
     return [(g, p) for g in groups for p in g["params"] if p.grad is not None]
 
 
+def weight_matrices(groups: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], Tensor]]:
+    """``(group, param)`` for every parameter with ``ndim >= 2`` (Linear/Conv weights), each once: what the
+    compression wrappers prune or quantize; biases and norm scales are left alone."""
+    seen: set[int] = set()
+    out = []
+    for g in groups:
+        for p in g["params"]:
+            if p.ndim >= 2 and id(p) not in seen:
+                seen.add(id(p))
+                out.append((g, p))
+    return out
+
+
+def require_weight_matrices(groups: Iterable[dict[str, Any]]) -> None:
+    if not weight_matrices(groups):
+        fail("base_optimizer", "an optimizer over at least one parameter with ndim >= 2 (a Linear or Conv "
+             "weight)", "only parameters with ndim <= 1")
+
+
 class WrappedOptimizer(torch.optim.Optimizer):
     """An optimizer that edits gradients (or weights) around ``base_optimizer.step()``.
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from losslab.compress.pruning import cubic_sparsity, global_masks, lamp_scores, magnitude_scores
 from losslab.core.registry import choice, integer, real, register
 from losslab.core.validation import check_choice, check_number, fail
-from losslab.optim._wrapper import Closure, WrappedOptimizer, run_closure
+from losslab.optim._wrapper import Closure, WrappedOptimizer, require_weight_matrices, run_closure, weight_matrices
 
 GRADUAL_METHODS = ("magnitude", "lamp")
 
@@ -127,11 +127,8 @@ class GradualPruning(WrappedOptimizer):
         super().__init__(base_optimizer, {"final": float(final), "start_step": int(start_step),
                                           "end_step": int(end_step), "every": int(every), "method": method,
                                           "min_keep": int(min_keep)})
-        params = self._prunable()
-        if not params:
-            fail("base_optimizer", "an optimizer over at least one parameter with ndim >= 2 (a Linear or Conv "
-                 "weight)", "only parameters with ndim <= 1")
-        sizes = [p.numel() for p in params]
+        require_weight_matrices(self.param_groups)
+        sizes = [p.numel() for p in self._prunable()]
         reserved, keep = sum(min(min_keep, n) for n in sizes), round((1.0 - final) * sum(sizes))
         if reserved > keep:
             fail("min_keep", f"small enough that the {reserved} reserved entries fit in the {keep} kept at "
@@ -170,7 +167,7 @@ class GradualPruning(WrappedOptimizer):
                 self.state[p]["mask"] = self.state[p]["mask"].bool()
 
     def _prunable(self) -> list[Tensor]:
-        return [p for g in self.param_groups for p in g["params"] if p.ndim >= 2]
+        return [p for _, p in weight_matrices(self.param_groups)]
 
     def _target(self, t: int) -> float | None:
         """The target sparsity if step ``t`` is a pruning event, else None."""

@@ -12,7 +12,14 @@ from torch import Tensor
 from losslab.compress.quantization import fake_quantize
 from losslab.core.registry import flag, integer, register
 from losslab.core.validation import check_number, fail
-from losslab.optim._wrapper import Closure, WrappedOptimizer, require_closure, run_closure
+from losslab.optim._wrapper import (
+    Closure,
+    WrappedOptimizer,
+    require_closure,
+    require_weight_matrices,
+    run_closure,
+    weight_matrices,
+)
 
 
 def check_qat_hyper(bits: Any, per_channel: Any, symmetric: Any) -> int:
@@ -111,9 +118,7 @@ class QuantizationAware(WrappedOptimizer):
                  symmetric: bool = True) -> None:
         bits = check_qat_hyper(bits, per_channel, symmetric)
         super().__init__(base_optimizer, {"bits": bits, "per_channel": per_channel, "symmetric": symmetric})
-        if not self._quantizable():
-            fail("base_optimizer", "an optimizer over at least one parameter with ndim >= 2 (a Linear or Conv "
-                 "weight)", "only parameters with ndim <= 1")
+        require_weight_matrices(self.param_groups)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
@@ -147,18 +152,9 @@ class QuantizationAware(WrappedOptimizer):
         # which the caller sees. Everything is quantized before anything is written.
         pairs = [(p, fake_quantize(p.detach(), g["bits"], symmetric=g["symmetric"], per_channel=g["per_channel"],
                                    dim=0, ste=False, validate_args=False))
-                 for g, p in self._quantizable()]
+                 for g, p in weight_matrices(self.param_groups)]
         backup = [(p, p.detach().clone()) for p, _ in pairs]
         for p, q in pairs:
             p.copy_(q)
         return backup
 
-    def _quantizable(self) -> list[tuple[dict[str, Any], Tensor]]:
-        seen: set[int] = set()
-        out = []
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.ndim >= 2 and id(p) not in seen:  # a tensor in two groups is quantized once
-                    seen.add(id(p))
-                    out.append((g, p))
-        return out
